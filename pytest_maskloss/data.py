@@ -1,0 +1,210 @@
+"""The data a check runs on: handed to Keras as the caller gave it, and read back as numpy
+batches for the reference, one batch at a time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from pytest_maskloss._keras import to_numpy
+from pytest_maskloss.errors import MaskLossInputError
+
+DEFAULT_BATCH_SIZE = 32  # Keras' own default for arrays
+
+
+@dataclass
+class Batch:
+    x: Any
+    y: Any
+    sample_weight: Any = None
+
+    @property
+    def size(self) -> int:
+        return int(_leading_dim(self.x))
+
+
+def _leading_dim(structure):
+    if isinstance(structure, dict):
+        structure = next(iter(structure.values()))
+    elif isinstance(structure, (list, tuple)):
+        structure = structure[0]
+    return np.shape(structure)[0]
+
+
+def _slice(structure, start, stop):
+    if structure is None:
+        return None
+    if isinstance(structure, dict):
+        return {k: _slice(v, start, stop) for k, v in structure.items()}
+    if isinstance(structure, (list, tuple)):
+        return type(structure)(_slice(v, start, stop) for v in structure)
+    return structure[start:stop]
+
+
+def _split_element(element):
+    """A dataset/generator element as (x, y, sample_weight), like Keras unpacks it."""
+    if isinstance(element, (list, tuple)) and len(element) in (2, 3):
+        x, y = element[0], element[1]
+        sw = element[2] if len(element) == 3 else None
+        return Batch(to_numpy(x), to_numpy(y), to_numpy(sw))
+    raise MaskLossInputError(
+        "each batch must be (x, y) or (x, y, sample_weight): labels are needed to compute the "
+        f"masked reference; got a {type(element).__name__}"
+        + (f" of length {len(element)}" if isinstance(element, (list, tuple)) else "")
+    )
+
+
+class DataSource:
+    """One of: numpy arrays, a tf.data.Dataset, a Keras Sequence/PyDataset, a generator
+    function (called afresh for every pass) or a generator object (read once and kept)."""
+
+    def __init__(self, x, y=None, sample_weight=None, *, batch_size=None, steps=None):
+        self.steps = steps
+        self.batch_size = batch_size
+        self._x, self._y, self._sw = x, y, sample_weight
+        self._factory: Callable[[], Iterator] | None = None
+        self._buffer: list | None = None
+        if _is_dataset(x):
+            self.kind = "dataset"
+            self._check_cardinality(x)
+        elif hasattr(x, "__getitem__") and hasattr(x, "__len__") and _is_keras_sequence(x):
+            self.kind = "sequence"
+        elif callable(x) and not hasattr(x, "shape") and not isinstance(x, (dict, list, tuple)):
+            self.kind = "generator"
+            self._factory = x
+        elif hasattr(x, "__next__"):
+            self.kind = "generator"
+            if steps is None:
+                self._buffer = [_split_element(e) for e in x]
+            else:
+                self._buffer = [_split_element(next(x)) for _ in range(steps)]
+        else:
+            self.kind = "arrays"
+            if y is None:
+                raise MaskLossInputError("labels y are required with array inputs")
+            self._x, self._y, self._sw = to_numpy(x), to_numpy(y), to_numpy(sample_weight)
+            n = _leading_dim(self._x)
+            if n == 0:
+                raise MaskLossInputError("the data is empty: x has 0 samples")
+            if _leading_dim(self._y) != n:
+                raise MaskLossInputError(
+                    f"x has {n} samples but y has {_leading_dim(self._y)}"
+                )
+            self.batch_size = batch_size or DEFAULT_BATCH_SIZE
+        if self.kind != "arrays" and (y is not None or sample_weight is not None):
+            raise MaskLossInputError(
+                f"y and sample_weight must be inside the {self.kind}, not passed separately"
+            )
+        if self.kind == "generator" and self._buffer is not None and not self._buffer:
+            raise MaskLossInputError("the data is empty: the generator yielded no batch")
+
+    @staticmethod
+    def _check_cardinality(dataset):
+        import tensorflow as tf
+
+        n = int(dataset.cardinality())
+        if n == 0:
+            raise MaskLossInputError("the data is empty: the dataset has no batch")
+
+    def describe(self) -> str:
+        if self.kind == "arrays":
+            return f"arrays, batch_size={self.batch_size}"
+        return self.kind
+
+    # -- for the reference --------------------------------------------------------------
+
+    def batches(self) -> Iterator[Batch]:
+        count = 0
+        for batch in self._raw_batches():
+            if self.steps is not None and count >= self.steps:
+                break
+            count += 1
+            yield batch
+        if count == 0:
+            raise MaskLossInputError("the data is empty: no batch to check")
+
+    def _raw_batches(self):
+        if self.kind == "arrays":
+            n = _leading_dim(self._x)
+            for start in range(0, n, self.batch_size):
+                stop = min(start + self.batch_size, n)
+                yield Batch(
+                    _slice(self._x, start, stop), _slice(self._y, start, stop), _slice(self._sw, start, stop)
+                )
+        elif self.kind == "dataset":
+            import tensorflow as tf
+
+            if int(self._x.cardinality()) == tf.data.INFINITE_CARDINALITY and self.steps is None:
+                raise MaskLossInputError(
+                    "the dataset repeats forever: pass steps= to say how many batches to check"
+                )
+            for element in self._x:
+                yield _split_element(element)
+        elif self.kind == "sequence":
+            for i in range(len(self._x)):
+                yield _split_element(self._x[i])
+        elif self._buffer is not None:
+            yield from self._buffer
+        else:
+            iterator = self._factory()
+            if self.steps is None and _looks_infinite(iterator):
+                raise MaskLossInputError(
+                    "the generator has no end: pass steps= to say how many batches to check"
+                )
+            for element in iterator:
+                yield _split_element(element)
+
+    # -- for Keras ------------------------------------------------------------------------
+
+    def keras_kwargs(self) -> dict:
+        """Arguments for evaluate/fit that make Keras see the same batches, in the same order."""
+        if self.kind == "arrays":
+            kwargs = {"x": self._x, "y": self._y, "batch_size": self.batch_size}
+            if self._sw is not None:
+                kwargs["sample_weight"] = self._sw
+            return kwargs
+        if self.kind == "dataset":
+            data = self._x
+            if self.steps is not None:
+                return {"x": data, "steps": self.steps}
+            return {"x": data}
+        if self.kind == "sequence":
+            return {"x": self._x}
+        # generators: a fresh one per pass, with its batch count so Keras stops where we did
+        batches = list(self._buffer) if self._buffer is not None else None
+
+        def generator():
+            source = batches if batches is not None else (_split_element(e) for e in self._factory())
+            for batch in source:
+                yield batch_tuple(batch)
+
+        kwargs = {"x": generator()}
+        kwargs["steps"] = self.steps if self.steps is not None else self.count_batches()
+        return kwargs
+
+    def count_batches(self) -> int:
+        if self._buffer is not None:
+            return len(self._buffer)
+        return sum(1 for _ in self.batches())
+
+
+def batch_tuple(batch: Batch):
+    if batch.sample_weight is None:
+        return (batch.x, batch.y)
+    return (batch.x, batch.y, batch.sample_weight)
+
+
+def _is_dataset(x):
+    return any(c.__name__ in ("DatasetV2", "Dataset") and "tensorflow" in c.__module__ for c in type(x).__mro__)
+
+
+def _is_keras_sequence(x):
+    return any(c.__name__ in ("Sequence", "PyDataset") for c in type(x).__mro__)
+
+
+def _looks_infinite(iterator):
+    # itertools.count/repeat/cycle report no length; a generator never does. Only the obvious
+    # infinite iterators can be recognised without consuming them.
+    return type(iterator).__name__ in ("count", "repeat", "cycle")
