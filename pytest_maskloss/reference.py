@@ -1,0 +1,632 @@
+"""Numpy reference for Keras per-token losses.
+
+Two jobs:
+
+* :func:`resolve_loss_spec` maps what ``model.loss`` holds for one output (a string, a Keras
+  loss function, a stock ``Loss`` object, or a user subclass of one) to a :class:`LossSpec`.
+* :func:`per_token_loss` computes the per-element loss *before* masking and reduction, the
+  way Keras computes it, so that a masked mean over these values is an independent reference
+  for the loss Keras reports.
+
+This module imports numpy only. Keras objects are recognised duck-typed (class names, MRO,
+``__module__``, ``__name__``, ``get_config()``, ``fn``/``_fn_kwargs``), so importing it never
+loads TensorFlow, Keras or JAX.
+
+Stack differences that exceed float32 tolerance (measured, see tests/runtime/test_reference.py)
+and that :func:`per_token_loss` therefore models through ``flavour``:
+
+* sparse categorical cross-entropy from probabilities: Keras 3 on TensorFlow, tf_keras and
+  tf.keras clip the probabilities to ``[eps, 1 - eps]`` and then feed ``log(p)`` to a softmax
+  cross-entropy, which renormalises by the sum of the *clipped* probabilities; Keras 3 on JAX
+  (and torch, numpy) divide by the sum first and clip afterwards. With exact zeros in a large
+  vocabulary the two differ by about ``n_zeros * 1e-7`` (8e-4 for V = 8000).
+* binary cross-entropy from probabilities: tf_keras and tf.keras take ``log(p + eps)`` and
+  ``log(1 - p + eps)`` after clipping; Keras 3 takes ``log(p)`` and ``log(1 - p)``. At a
+  clipped probability the two differ by ``log 2``.
+
+Everything else matches across the four stacks to float32 tolerance.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "FLAVOURS",
+    "LossSpec",
+    "detect_flavour",
+    "per_token_loss",
+    "resolve_loss_spec",
+    "supported_losses",
+    "valid_token_mask",
+]
+
+# Keras' backend.epsilon() default; every stack clips with this value.
+EPSILON = 1e-7
+
+FLAVOURS = (
+    "keras3-tensorflow",
+    "keras3-jax",
+    "keras3-torch",
+    "keras3-numpy",
+    "tf_keras",
+    "tf.keras",
+)
+# Flavours whose sparse cross-entropy from probabilities clips first and renormalises by the
+# sum of the clipped probabilities (through tf.nn.sparse_softmax_cross_entropy_with_logits).
+_CLIP_THEN_RENORMALISE_SPARSE = {"keras3-tensorflow", "tf_keras", "tf.keras"}
+# Flavours whose binary cross-entropy adds epsilon inside the logarithms.
+_BCE_LOG_PLUS_EPSILON = {"tf_keras", "tf.keras"}
+
+# Canonical names of the losses this module computes.
+_SUPPORTED = (
+    "sparse_categorical_crossentropy",
+    "categorical_crossentropy",
+    "binary_crossentropy",
+    "crossentropy",  # Keras 3 compile("crossentropy"/"ce"): picked from shapes per call
+    "mean_squared_error",
+    "mean_absolute_error",
+    "mean_absolute_percentage_error",
+    "mean_squared_logarithmic_error",
+    "huber",
+    "log_cosh",
+    "kl_divergence",
+    "poisson",
+)
+
+# String identifiers accepted by compile() on any of the supported stacks, and the
+# ``__name__`` of the loss functions (aliases such as ``mse`` or ``logcosh`` are the same
+# function objects, so they carry the canonical ``__name__``).
+_ALIASES = {
+    "sparse_categorical_crossentropy": "sparse_categorical_crossentropy",
+    "categorical_crossentropy": "categorical_crossentropy",
+    "binary_crossentropy": "binary_crossentropy",
+    "bce": "binary_crossentropy",
+    "crossentropy": "crossentropy",
+    "ce": "crossentropy",
+    "mean_squared_error": "mean_squared_error",
+    "mse": "mean_squared_error",
+    "mean_absolute_error": "mean_absolute_error",
+    "mae": "mean_absolute_error",
+    "mean_absolute_percentage_error": "mean_absolute_percentage_error",
+    "mape": "mean_absolute_percentage_error",
+    "mean_squared_logarithmic_error": "mean_squared_logarithmic_error",
+    "msle": "mean_squared_logarithmic_error",
+    "huber": "huber",
+    "huber_loss": "huber",
+    "log_cosh": "log_cosh",
+    "logcosh": "log_cosh",
+    "kl_divergence": "kl_divergence",
+    "kld": "kl_divergence",
+    "kullback_leibler_divergence": "kl_divergence",
+    "poisson": "poisson",
+}
+
+# Stock Loss classes (same names in Keras 3, tf_keras and tf.keras 2.x).
+_STOCK_CLASSES = {
+    "SparseCategoricalCrossentropy": "sparse_categorical_crossentropy",
+    "CategoricalCrossentropy": "categorical_crossentropy",
+    "BinaryCrossentropy": "binary_crossentropy",
+    "MeanSquaredError": "mean_squared_error",
+    "MeanAbsoluteError": "mean_absolute_error",
+    "MeanAbsolutePercentageError": "mean_absolute_percentage_error",
+    "MeanSquaredLogarithmicError": "mean_squared_logarithmic_error",
+    "Huber": "huber",
+    "LogCosh": "log_cosh",
+    "KLDivergence": "kl_divergence",
+    "Poisson": "poisson",
+}
+
+# Keyword arguments of the loss functions that LossSpec models; any other keyword with a
+# non-default value (e.g. a future option) makes the loss unknown rather than silently wrong.
+_SPEC_KWARGS = {"from_logits", "label_smoothing", "delta", "axis", "ignore_class"}
+# Keyword arguments that only matter to the Loss wrapper, never to the per-element values.
+_WRAPPER_KWARGS = {"name", "reduction", "dtype", "fn"}
+
+_KERAS_MODULE_PREFIXES = ("keras.", "tf_keras.", "tensorflow.", "keras_core.")
+_KERAS_MODULE_NAMES = ("keras", "tf_keras", "tensorflow", "keras_core")
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """What the reference needs to know about one output's loss.
+
+    ``name`` is one of :func:`supported_losses`. ``reduction`` is the Loss object's
+    reduction (``None`` for strings and functions, whose wrapper Keras builds with its
+    default). ``source`` says, for humans, how the spec was resolved. ``is_subclass`` is True
+    for a user subclass of a stock class; ``overrides_call`` / ``overrides___call__`` say
+    whether such a subclass (anywhere between it and the stock class) defines ``call`` /
+    ``__call__`` itself — a ``__call__`` override bypasses Keras' masking (see background).
+    """
+
+    name: str
+    from_logits: bool = False
+    label_smoothing: float = 0.0
+    delta: float = 1.0
+    axis: int = -1
+    reduction: str | None = None
+    ignore_class: int | None = None
+    source: str = ""
+    is_subclass: bool = False
+    overrides_call: bool = False
+    overrides___call__: bool = False
+
+
+def supported_losses() -> tuple[str, ...]:
+    """Canonical names :func:`per_token_loss` computes."""
+    return _SUPPORTED
+
+
+# --------------------------------------------------------------------------------------
+# Resolution
+# --------------------------------------------------------------------------------------
+
+
+def _is_keras_module(module: Any) -> bool:
+    module = module or ""
+    return module in _KERAS_MODULE_NAMES or module.startswith(_KERAS_MODULE_PREFIXES)
+
+
+def _canonical_string(identifier: str) -> str | None:
+    if identifier in _STOCK_CLASSES:  # compile(loss="SparseCategoricalCrossentropy")
+        return _STOCK_CLASSES[identifier]
+    return _ALIASES.get(identifier.lower())
+
+
+def _function_name(fn: Any) -> str | None:
+    """Canonical name of a Keras loss function, or None if ``fn`` is not one."""
+    name = getattr(fn, "__name__", None)
+    if not isinstance(name, str) or not _is_keras_module(getattr(fn, "__module__", None)):
+        return None
+    return _ALIASES.get(name)
+
+
+def _reduction_text(reduction: Any) -> str | None:
+    if reduction is None:
+        return None
+    # tf_keras' ReductionV2 members are plain strings; anything else is shown as text.
+    return str(reduction)
+
+
+def _spec_from_kwargs(name: str, kwargs: dict, **extra: Any) -> LossSpec | None:
+    """Build a spec, or None when a keyword the spec does not model changes the loss."""
+    fields: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        if key in _WRAPPER_KWARGS:
+            continue
+        if key not in _SPEC_KWARGS:
+            return None
+        if key == "from_logits":
+            fields[key] = bool(value)
+        elif key in ("label_smoothing", "delta"):
+            fields[key] = float(value)
+        elif key == "axis":
+            if value is None or isinstance(value, bool):
+                return None
+            fields[key] = int(value)
+        elif key == "ignore_class":
+            fields[key] = None if value is None else int(value)
+    return LossSpec(name=name, **fields, **extra)
+
+
+def _stock_class_of(cls: type) -> type | None:
+    for klass in cls.__mro__:
+        if klass.__name__ in _STOCK_CLASSES and _is_keras_module(klass.__module__):
+            return klass
+    return None
+
+
+def _overrides(cls: type, stock: type, attribute: str) -> bool:
+    for klass in cls.__mro__:
+        if klass is stock:
+            return False
+        if attribute in vars(klass):
+            return True
+    return False
+
+
+def _loss_kwargs(loss: Any) -> dict:
+    """The keyword arguments the loss passes to its function.
+
+    ``_fn_kwargs`` is what LossFunctionWrapper actually passes (Keras 3's
+    SparseCategoricalCrossentropy.get_config() omits ``axis``); ``get_config()`` is the
+    fallback for objects that do not keep it.
+    """
+    fn_kwargs = getattr(loss, "_fn_kwargs", None)
+    if isinstance(fn_kwargs, dict):
+        return dict(fn_kwargs)
+    try:
+        config = loss.get_config()
+    except Exception:  # a user get_config may need arguments it lacks
+        return {}
+    return {k: v for k, v in dict(config).items() if k in _SPEC_KWARGS}
+
+
+def _describe_kwargs(kwargs: dict) -> str:
+    shown = {k: v for k, v in kwargs.items() if k in _SPEC_KWARGS}
+    return ", ".join(f"{k}={v!r}" for k, v in sorted(shown.items()))
+
+
+def resolve_loss_spec(loss: Any) -> LossSpec | None:
+    """Map one output's ``model.loss`` entry to a :class:`LossSpec`.
+
+    Accepts a string identifier (every alias of the supported stacks), a Keras loss function
+    (matched by ``__name__`` and a Keras ``__module__``), a stock ``Loss`` instance (options
+    from ``_fn_kwargs`` or ``get_config()``), a ``LossFunctionWrapper`` around a Keras loss
+    function (what compile builds from strings and functions), a user subclass of a stock
+    class (the MRO is walked to the first stock class), or a stock Loss class itself.
+    Returns None for anything else — a custom function, a direct ``Loss`` subclass, a stock
+    loss this module does not compute (focal, hinge, cosine, CTC, ...) or a stock loss with
+    an option the spec does not model: the caller then needs a user per-token loss.
+    """
+    if loss is None:
+        return None
+    if isinstance(loss, str):
+        name = _canonical_string(loss)
+        return None if name is None else LossSpec(name=name, source=f"string {loss!r}")
+    if isinstance(loss, type):
+        stock = _stock_class_of(loss)
+        if stock is None or stock is not loss:
+            return None
+        return LossSpec(name=_STOCK_CLASSES[stock.__name__], source=f"class {stock.__name__}")
+
+    cls = type(loss)
+    stock = _stock_class_of(cls)
+    if stock is not None:
+        kwargs = _loss_kwargs(loss)
+        is_subclass = stock is not cls
+        described = f"{stock.__name__}({_describe_kwargs(kwargs)})"
+        source = f"subclass {cls.__name__} of {described}" if is_subclass else described
+        return _spec_from_kwargs(
+            _STOCK_CLASSES[stock.__name__],
+            kwargs,
+            reduction=_reduction_text(getattr(loss, "reduction", None)),
+            source=source,
+            is_subclass=is_subclass,
+            overrides_call=is_subclass and _overrides(cls, stock, "call"),
+            overrides___call__=is_subclass and _overrides(cls, stock, "__call__"),
+        )
+
+    # LossFunctionWrapper (exactly, not a user subclass of it) around a Keras function.
+    if cls.__name__ == "LossFunctionWrapper" and _is_keras_module(cls.__module__):
+        name = _function_name(getattr(loss, "fn", None))
+        if name is None:
+            return None
+        kwargs = _loss_kwargs(loss)
+        return _spec_from_kwargs(
+            name,
+            kwargs,
+            reduction=_reduction_text(getattr(loss, "reduction", None)),
+            source=f"LossFunctionWrapper({name}, {_describe_kwargs(kwargs)})".replace(", )", ")"),
+        )
+
+    if callable(loss):
+        name = _function_name(loss)
+        if name is not None:
+            return LossSpec(name=name, source=f"function {loss.__module__}.{loss.__name__}")
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# Flavour
+# --------------------------------------------------------------------------------------
+
+
+def detect_flavour() -> str:
+    """The flavour of the Keras already imported in this process (nothing is imported).
+
+    Falls back to ``"keras3-tensorflow"`` when no Keras is loaded.
+    """
+    if os.environ.get("TF_USE_LEGACY_KERAS") == "1" and "tf_keras" in sys.modules:
+        return "tf_keras"
+    keras = sys.modules.get("keras")
+    version = str(getattr(keras, "__version__", "") or "")
+    if keras is not None and version[:1].isdigit():
+        if int(version.split(".")[0]) >= 3:
+            backend = None
+            try:
+                backend = keras.backend.backend()
+            except Exception:  # a half-imported keras: fall back to the environment
+                backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+            flavour = f"keras3-{backend}"
+            return flavour if flavour in FLAVOURS else "keras3-tensorflow"
+        return "tf.keras"
+    if "tf_keras" in sys.modules:
+        return "tf_keras"
+    return "keras3-tensorflow"
+
+
+def _check_flavour(flavour: str | None) -> str:
+    if flavour is None:
+        return detect_flavour()
+    if flavour not in FLAVOURS:
+        raise ValueError(f"unknown flavour {flavour!r}; expected one of {FLAVOURS}")
+    return flavour
+
+
+# --------------------------------------------------------------------------------------
+# Per-token losses
+# --------------------------------------------------------------------------------------
+
+
+def _clip_bounds(dtype: np.dtype) -> tuple[float, float]:
+    """Keras' clip bounds as the backend rounds them for the input's dtype.
+
+    In float32, ``1 - 1e-7`` rounds to ``1 - 2**-23``; using the float64 value instead would
+    make ``-log(1 - p)`` at a clipped ``p = 1`` come out 16.12 where Keras has 15.94.
+    """
+    if np.dtype(dtype).itemsize <= 4:
+        low = np.float32(EPSILON)
+        return float(low), float(np.float32(1.0) - low)
+    return EPSILON, 1.0 - EPSILON
+
+
+def _jax_x64_enabled() -> bool:
+    jax = sys.modules.get("jax")
+    try:
+        return bool(jax.config.jax_enable_x64)
+    except AttributeError:  # jax not imported (or an unusual build): JAX's default is off
+        return False
+
+
+def _as_float(x: Any, flavour: str) -> np.ndarray:
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+    elif x.dtype == np.float64 and flavour == "keras3-jax" and not _jax_x64_enabled():
+        # JAX without x64 turns float64 arrays into float32 before computing anything.
+        x = x.astype(np.float32)
+    return x
+
+
+def _align_ranks(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keras' squeeze_or_expand_to_same_rank, as the Loss wrapper applies it.
+
+    compile() always wraps losses in a Loss object whose call() aligns ranks that differ by
+    one through a trailing axis of size 1. Note the consequence Keras has: labels (B, T)
+    with predictions (B, T, 1) squeeze the predictions, and a loss that averages the last
+    axis then averages over T.
+    """
+    if y_true.ndim == y_pred.ndim + 1 and y_true.shape[-1] == 1:
+        if y_pred.ndim == 1:
+            y_pred = y_pred[..., None]
+        else:
+            y_true = y_true[..., 0]
+    elif y_pred.ndim == y_true.ndim + 1 and y_pred.shape[-1] == 1:
+        if y_true.ndim == 1:
+            y_true = y_true[..., None]
+        else:
+            y_pred = y_pred[..., 0]
+    return y_true, y_pred
+
+
+def _sparse_labels(spec: LossSpec, y_true: Any, y_pred: np.ndarray) -> np.ndarray:
+    labels = np.asarray(y_true)
+    if labels.ndim == y_pred.ndim and labels.shape[-1] == 1:
+        labels = labels[..., 0]
+    if labels.shape != y_pred.shape[:-1]:
+        raise ValueError(
+            f"sparse labels of shape {labels.shape} do not match predictions of shape "
+            f"{y_pred.shape} (expected {y_pred.shape[:-1]} or {y_pred.shape[:-1] + (1,)})"
+        )
+    if np.issubdtype(labels.dtype, np.floating):
+        if not np.all(np.isfinite(labels)) or np.any(labels != np.trunc(labels)):
+            raise ValueError("sparse labels must be whole numbers")
+    return labels.astype(np.int64)
+
+
+def valid_token_mask(spec: LossSpec, y_true: Any) -> np.ndarray | None:
+    """Positions Keras scores, for a sparse loss with ``ignore_class``; None otherwise.
+
+    Keras gives ignored positions a loss of 0 and attaches a mask that excludes them from
+    the denominator, so a reference mean should treat them like padding.
+    """
+    if spec.name != "sparse_categorical_crossentropy" or spec.ignore_class is None:
+        return None
+    labels = np.asarray(y_true)
+    if labels.ndim >= 1 and labels.shape[-1] == 1:
+        # (B, T, 1) labels; a (B, 1) label pair is ambiguous and treated the same way,
+        # which is what Keras does when it squeezes labels of rank == predictions' rank.
+        labels = labels[..., 0]
+    return labels != spec.ignore_class
+
+
+def _log_softmax_parts(logits: np.ndarray) -> np.ndarray:
+    """log-sum-exp over the last axis, stable (max subtracted), in float64."""
+    peak = np.max(logits, axis=-1, keepdims=True)
+    # exp in the input precision is enough: each term has relative error ~1e-7 and the
+    # terms are summed in float64. It halves the cost on large vocabularies.
+    shifted = np.exp(logits - peak)
+    total = np.sum(shifted, axis=-1, dtype=np.float64)
+    return peak[..., 0].astype(np.float64) + np.log(total)
+
+
+def _sparse_categorical_crossentropy(
+    spec: LossSpec, y_true: Any, y_pred: np.ndarray, flavour: str
+) -> np.ndarray:
+    if spec.axis not in (-1, y_pred.ndim - 1):
+        raise ValueError(f"sparse categorical cross-entropy needs axis=-1, got {spec.axis}")
+    labels = _sparse_labels(spec, y_true, y_pred)
+    valid = None
+    if spec.ignore_class is not None:
+        valid = labels != spec.ignore_class
+        labels = np.where(valid, labels, 0)
+    vocabulary = y_pred.shape[-1]
+    if labels.size and (labels.min() < 0 or labels.max() >= vocabulary):
+        raise ValueError(
+            f"sparse labels must lie in [0, {vocabulary}); got "
+            f"[{labels.min()}, {labels.max()}]"
+            + ("" if spec.ignore_class is None else f" besides ignore_class={spec.ignore_class}")
+        )
+    picked = np.take_along_axis(y_pred, labels[..., None], axis=-1)[..., 0]
+    if spec.from_logits:
+        loss = _log_softmax_parts(y_pred) - picked.astype(np.float64)
+    else:
+        low, high = _clip_bounds(y_pred.dtype)
+        if flavour in _CLIP_THEN_RENORMALISE_SPARSE:
+            # log of the clipped probabilities goes through a softmax cross-entropy, which
+            # divides by the sum of the clipped probabilities.
+            clipped_sum = np.sum(np.clip(y_pred, low, high), axis=-1, dtype=np.float64)
+            loss = np.log(clipped_sum) - np.log(np.clip(picked.astype(np.float64), low, high))
+        else:
+            total = np.sum(y_pred, axis=-1, dtype=np.float64)
+            loss = -np.log(np.clip(picked.astype(np.float64) / total, low, high))
+    if valid is not None:
+        loss = np.where(valid, loss, 0.0)
+    return loss
+
+
+def _categorical_crossentropy(
+    spec: LossSpec, y_true: Any, y_pred: np.ndarray, flavour: str
+) -> np.ndarray:
+    target = np.asarray(y_true, dtype=np.float64)
+    if target.shape != y_pred.shape:
+        raise ValueError(
+            f"categorical labels of shape {target.shape} do not match predictions of shape "
+            f"{y_pred.shape}"
+        )
+    axis = spec.axis
+    if spec.label_smoothing:
+        target = target * (1.0 - spec.label_smoothing) + spec.label_smoothing / y_pred.shape[axis]
+    if spec.from_logits:
+        pred = np.moveaxis(y_pred, axis, -1)
+        log_prob = np.moveaxis(
+            pred.astype(np.float64) - _log_softmax_parts(pred)[..., None], -1, axis
+        )
+    else:
+        low, high = _clip_bounds(y_pred.dtype)
+        total = np.sum(y_pred, axis=axis, keepdims=True, dtype=np.float64)
+        log_prob = np.log(np.clip(y_pred / total, low, high))
+    return -np.sum(target * log_prob, axis=axis)
+
+
+def _binary_crossentropy(
+    spec: LossSpec, y_true: Any, y_pred: np.ndarray, flavour: str
+) -> np.ndarray:
+    target, pred = _align_ranks(np.asarray(y_true, dtype=np.float64), y_pred)
+    if spec.label_smoothing:
+        target = target * (1.0 - spec.label_smoothing) + 0.5 * spec.label_smoothing
+    if spec.from_logits:
+        z = pred.astype(np.float64)
+        # max(z, 0) - z*t + log(1 + exp(-|z|)): TensorFlow's stable form, equal to JAX's
+        # -t*log_sigmoid(z) - (1-t)*log_sigmoid(-z).
+        elementwise = np.maximum(z, 0.0) - z * target + np.log1p(np.exp(-np.abs(z)))
+    else:
+        low, high = _clip_bounds(pred.dtype)
+        p = np.clip(pred.astype(np.float64), low, high)
+        if flavour in _BCE_LOG_PLUS_EPSILON:
+            elementwise = -(
+                target * np.log(p + EPSILON) + (1.0 - target) * np.log(1.0 - p + EPSILON)
+            )
+        else:
+            elementwise = -(target * np.log(p) + (1.0 - target) * np.log(1.0 - p))
+    return np.mean(elementwise, axis=spec.axis)
+
+
+def _regression(spec: LossSpec, y_true: Any, y_pred: np.ndarray, flavour: str) -> np.ndarray:
+    target, pred = _align_ranks(np.asarray(y_true, dtype=np.float64), y_pred)
+    p = pred.astype(np.float64)
+    name = spec.name
+    if name == "mean_squared_error":
+        elementwise = np.square(target - p)
+    elif name == "mean_absolute_error":
+        elementwise = np.abs(target - p)
+    elif name == "mean_absolute_percentage_error":
+        elementwise = 100.0 * np.abs((target - p) / np.maximum(np.abs(target), EPSILON))
+    elif name == "mean_squared_logarithmic_error":
+        elementwise = np.square(
+            np.log(np.maximum(p, EPSILON) + 1.0) - np.log(np.maximum(target, EPSILON) + 1.0)
+        )
+    elif name == "huber":
+        error = p - target
+        abs_error = np.abs(error)
+        delta = spec.delta
+        elementwise = np.where(
+            abs_error <= delta, 0.5 * np.square(error), delta * abs_error - 0.5 * delta**2
+        )
+    elif name == "log_cosh":
+        x = p - target
+        # log(cosh(x)) = x + softplus(-2x) - log 2, stable for large |x|.
+        elementwise = x + np.logaddexp(0.0, -2.0 * x) - np.log(2.0)
+    elif name == "poisson":
+        elementwise = p - target * np.log(p + EPSILON)
+    else:  # pragma: no cover - guarded by the dispatch table
+        raise AssertionError(name)
+    return np.mean(elementwise, axis=-1)
+
+
+def _kl_divergence(spec: LossSpec, y_true: Any, y_pred: np.ndarray, flavour: str) -> np.ndarray:
+    low, _ = _clip_bounds(y_pred.dtype)
+    target = np.clip(np.asarray(y_true, dtype=np.float64), low, 1.0)
+    pred = np.clip(y_pred.astype(np.float64), low, 1.0)
+    return np.sum(target * np.log(target / pred), axis=-1)
+
+
+def _auto_crossentropy(spec: LossSpec, y_true: Any, y_pred: np.ndarray, flavour: str):
+    """Keras 3's compile("crossentropy"): the loss is chosen from the shapes."""
+    y_true_shape = np.shape(y_true)
+    is_binary = y_pred.shape[-1] == 1
+    is_sparse = len(y_true_shape) < y_pred.ndim or (
+        y_true_shape[-1] == 1 and y_pred.shape[-1] > 1
+    )
+    if is_binary:
+        name = "binary_crossentropy"
+    elif is_sparse:
+        name = "sparse_categorical_crossentropy"
+    else:
+        name = "categorical_crossentropy"
+    return per_token_loss(
+        LossSpec(name=name, from_logits=spec.from_logits, source=spec.source),
+        y_true,
+        y_pred,
+        flavour=flavour,
+    )
+
+
+_DISPATCH = {
+    "sparse_categorical_crossentropy": _sparse_categorical_crossentropy,
+    "categorical_crossentropy": _categorical_crossentropy,
+    "binary_crossentropy": _binary_crossentropy,
+    "crossentropy": _auto_crossentropy,
+    "mean_squared_error": _regression,
+    "mean_absolute_error": _regression,
+    "mean_absolute_percentage_error": _regression,
+    "mean_squared_logarithmic_error": _regression,
+    "huber": _regression,
+    "log_cosh": _regression,
+    "poisson": _regression,
+    "kl_divergence": _kl_divergence,
+}
+
+
+def per_token_loss(
+    spec: LossSpec, y_true: Any, y_pred: Any, *, flavour: str | None = None
+) -> np.ndarray:
+    """Per-element loss before masking and reduction, as Keras computes it (float64).
+
+    Shapes follow Keras: losses that reduce the last axis return ``y_pred.shape[:-1]``.
+    Sparse labels may be ``(B, T)`` or ``(B, T, 1)`` and must lie in ``[0, V)``; with
+    ``spec.ignore_class`` the ignored positions get 0 (as in Keras; see
+    :func:`valid_token_mask`). Element-wise losses first align ranks the way Keras' Loss
+    wrapper does (see ``_align_ranks``).
+
+    Probabilities are clipped to ``[1e-7, 1 - 1e-7]`` with the bounds rounded to the input's
+    precision, as Keras does. ``flavour`` (one of :data:`FLAVOURS`; None detects the Keras
+    already imported, see :func:`detect_flavour`) only matters for sparse cross-entropy and
+    binary cross-entropy from probabilities; see the module docstring.
+
+    Not modelled: Keras 3 on TensorFlow and Keras 2 take the logits from under a ``softmax``
+    / ``sigmoid`` output when the tensor still carries them (``_keras_logits`` or a Softmax
+    op in a graph), i.e. inside ``fit``/``evaluate``: where a probability underflows to 0 in
+    float32, the model's value is the exact log-softmax, not the clipped one.
+    """
+    flavour = _check_flavour(flavour)
+    compute = _DISPATCH.get(spec.name)
+    if compute is None:
+        raise ValueError(f"no reference for loss {spec.name!r}; supported: {_SUPPORTED}")
+    return compute(spec, y_true, _as_float(y_pred, flavour), flavour)
