@@ -181,7 +181,15 @@ def _global_sum(value):
     ctx = tf.distribute.get_replica_context()
     if ctx is None or ctx.num_replicas_in_sync <= 1:
         return value
-    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+    # Not ``ctx.all_reduce``: a collective op there takes the collective instance key that a
+    # MirroredStrategy created earlier in the same process may have used for something else
+    # (measured: "Shape mismatch in the collective instance 100"). A merge_call that adds the
+    # per-replica scalars needs no collective.
+    def _add(strategy, per_replica):
+        return tf.add_n([tf.identity(v) for v in strategy.experimental_local_results(per_replica)])
+
+    return tf.identity(ctx.merge_call(_add, args=(value,)))
 
 
 def _resolve_loss(loss):
