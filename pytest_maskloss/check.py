@@ -444,7 +444,7 @@ class _Check:
         reg = self._regularisation(state)
         start = 0
         for index, batch in enumerate(self.data.batches()):
-            preds = model.predict_on_batch(batch.x)
+            preds = self._predict(batch.x)
             per_output = self._batch_sums(batch, preds, index, start)
             total = self._total(per_output)
             for name, s in per_output.items():
@@ -512,14 +512,20 @@ class _Check:
             else:
                 hold = _keras.hold_weights_callback(self.info, model, state)
                 kwargs = self.data.keras_kwargs()
-                if self.data.kind == "arrays":
-                    kwargs["shuffle"] = False
+                kwargs["shuffle"] = False
                 kwargs["steps_per_epoch"] = kwargs.pop("steps", None)
                 if kwargs["steps_per_epoch"] is None:
                     kwargs.pop("steps_per_epoch")
                 history = model.fit(**kwargs, epochs=1, verbose=0, callbacks=[hold])
                 reported = history.history.get("loss", [float("nan")])[-1]
                 self._compare_epoch("fit", reported, "loss", epoch_train, reg)
+
+    def _predict(self, x):
+        if self.replicas > 1:
+            # predict_on_batch under a tf.distribute strategy returns per-replica pieces joined
+            # in ways that vary by version; a direct call runs the whole batch on one device
+            return _keras.to_numpy(self.model(x, training=False))
+        return _keras.to_numpy(self.model.predict_on_batch(x))
 
     def _regularisation(self, state):
         """Σ model.losses (weight regularisers) as Keras adds them to the reported loss."""
@@ -540,7 +546,7 @@ class _Check:
                 f"{type(_find_layer(model, stochastic[0])).__name__}): a training-mode loss "
                 "cannot be recomputed exactly, and no loose tolerance is used instead"
             )
-        inference = _keras.to_numpy(model.predict_on_batch(batch.x))
+        inference = self._predict(batch.x)
         state = _keras.snapshot(model)
         first = _keras.to_numpy(model(batch.x, training=True))
         second = _keras.to_numpy(model(batch.x, training=True))
