@@ -12,6 +12,8 @@ class Edit:
     start: int
     end: int
     replacement: str
+    # notebooks: the 1-based code cell the offsets refer to (None: the whole file)
+    cell: int | None = None
 
 
 @dataclass(frozen=True)
@@ -40,3 +42,9 @@ class Finding:
     end_col: int | None = None
     cell: int | None = None
     fix: Fix | None = field(default=None, compare=False)
+    # added by the engine: "error", "warning" or "note" (SARIF levels); notes do not fail a run
+    severity: str = field(default="error", compare=False)
+    # the short rule name (e.g. "stock-loss-on-masked-output")
+    rule: str | None = field(default=None, compare=False)
+    # other files of the project that took part in the finding (cross-module links)
+    related: tuple[str, ...] = field(default=(), compare=False)

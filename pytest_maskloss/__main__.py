@@ -1,0 +1,7 @@
+"""``python -m pytest_maskloss scan ...``"""
+
+import sys
+
+from pytest_maskloss.cli import main
+
+sys.exit(main())

@@ -1,0 +1,210 @@
+"""``maskloss scan``: discovery, (parallel) scanning, fixes, output, exit status."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pytest_maskloss.scan.config import (
+    Config,
+    ConfigError,
+    find_pyproject,
+    load_config,
+    target_from_config_value,
+    validate_codes,
+)
+
+_SCANNER = None
+
+
+def _init_worker(settings) -> None:
+    global _SCANNER
+    from pytest_maskloss.scan.engine import Scanner
+
+    _SCANNER = Scanner(settings)
+
+
+def _work(path):
+    return _SCANNER.scan_file(path)
+
+
+def _split(values):
+    out = []
+    for v in values or []:
+        out.extend(p.strip() for p in v.split(",") if p.strip())
+    return out
+
+
+def scan_paths(paths, settings, jobs: int = 1):
+    """FileResults for ``paths`` (in the order given)."""
+    from pytest_maskloss.scan.engine import Scanner
+
+    if jobs == 0:
+        jobs = os.cpu_count() or 1
+    if jobs <= 1 or len(paths) < 2:
+        scanner = Scanner(settings)
+        return [scanner.scan_file(p) for p in paths]
+    import multiprocessing as mp
+
+    method = "fork" if "fork" in mp.get_all_start_methods() and sys.platform != "darwin" else "spawn"
+    ctx = mp.get_context(method)
+    chunk = max(1, min(64, len(paths) // (jobs * 8) or 1))
+    with ctx.Pool(jobs, initializer=_init_worker, initargs=(settings,)) as pool:
+        return list(pool.imap(_work, paths, chunksize=chunk))
+
+
+def run_scan(args) -> int:
+    from pytest_maskloss import __version__
+    from pytest_maskloss.scan import output
+    from pytest_maskloss.scan.discovery import discover
+    from pytest_maskloss.scan.engine import Settings
+    from pytest_maskloss.scan.rules import CODES
+
+    def err(msg):
+        print(f"maskloss: {msg}", file=sys.stderr)
+
+    known = set(CODES)
+    try:
+        if args.isolated:
+            cfg = Config()
+        elif args.config:
+            if not os.path.isfile(args.config):
+                raise ConfigError(f"{args.config}: no such file")
+            cfg = load_config(args.config, known)
+        else:
+            start = args.paths[0] if args.paths else "."
+            cfg = load_config(find_pyproject(start if os.path.exists(start) else "."), known)
+        if args.select:
+            cfg.select = validate_codes(args.select, known, "--select")
+        if args.ignore:
+            cfg.ignore = cfg.ignore + validate_codes(args.ignore, known, "--ignore")
+        if args.keras_version:
+            target_from_config_value(args.keras_version, "--keras-version")
+        if args.jobs < 0:
+            raise ConfigError("-j/--jobs must be >= 0")
+    except ConfigError as exc:
+        err(str(exc))
+        return 2
+
+    excludes = cfg.exclude + cfg.extend_exclude + _split(args.exclude)
+    base = cfg.root or os.getcwd()
+    paths = args.paths or ["."]
+    files = list(
+        discover(
+            paths,
+            exclude=excludes,
+            force_exclude=args.force_exclude or cfg.force_exclude,
+            respect_gitignore=cfg.respect_gitignore and not args.no_respect_gitignore,
+            base=base,
+            warn=err,
+        )
+    )
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing and not files:
+        return 2
+    settings = Settings(
+        config=cfg,
+        keras_version=args.keras_version,
+        scan_set=frozenset(os.path.abspath(f) for f in files),
+        link=not args.no_link,
+    )
+    results = scan_paths(files, settings, args.jobs)
+    findings = _dedupe(f for r in results for f in r.findings)
+    parsed = sum(1 for r in results if r.parsed)
+
+    if args.fix or args.diff:
+        code = _fixes(findings, args, err)
+        if code is not None:
+            return code
+        if args.fix:
+            # report what is left, from a fresh scan of the files
+            results = scan_paths(files, settings, args.jobs)
+            findings = _dedupe(f for r in results for f in r.findings)
+
+    fmt = args.output_format
+    if fmt == "text":
+        body = output.text(findings, show_fixes=True)
+    elif fmt == "json":
+        body = output.to_json(findings)
+    elif fmt == "sarif":
+        body = output.sarif(findings, __version__)
+    else:
+        body = output.github(findings)
+    if body and not args.diff:
+        print(body)
+    elif fmt in ("json", "sarif") and not args.diff:
+        print(body)
+    summary_stream = sys.stdout if fmt == "text" else sys.stderr
+    if args.statistics and findings:
+        print(output.statistics(findings), file=summary_stream)
+    if not args.quiet:
+        print(output.summary(findings, len(files), parsed), file=summary_stream)
+    if args.exit_zero:
+        return 0
+    failing = [f for f in findings if f.severity in ("error", "warning")]
+    if args.diff:
+        return 1 if getattr(args, "_diff_nonempty", False) else (1 if failing else 0)
+    return 1 if failing else 0
+
+
+def _dedupe(findings):
+    seen = set()
+    out = []
+    for f in findings:
+        key = (f.path, f.cell, f.line, f.col, f.code)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(f)
+    out.sort(key=lambda f: (f.path, f.cell or 0, f.line, f.col, f.code))
+    return out
+
+
+def _fixes(findings, args, err):
+    from pytest_maskloss.scan import fixer
+
+    chosen = fixer.choose(findings, args.unsafe_fixes)
+    withheld = sum(1 for f in findings if f.fix is not None and not f.fix.safe and not args.unsafe_fixes)
+    by_path: dict[str, list] = {}
+    for f in chosen:
+        by_path.setdefault(f.path, []).append(f)
+    fixed = 0
+    failed = False
+    diffs = []
+    for path, fs in sorted(by_path.items()):
+        try:
+            old, new, applied = fixer.fixed_content(path, fs)
+        except fixer.FixError as exc:
+            err(str(exc))
+            failed = True
+            continue
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+            err(f"{path}: cannot apply fixes: {exc}")
+            failed = True
+            continue
+        if new == old:
+            continue
+        if args.diff:
+            diffs.append(fixer.diff(path, old, new))
+        else:
+            try:
+                fixer.write_atomic(path, new)
+            except OSError as exc:
+                err(f"{path}: cannot write: {exc}")
+                failed = True
+                continue
+        fixed += len(applied)
+    if args.diff:
+        if diffs:
+            sys.stdout.write("".join(diffs))
+        args._diff_nonempty = bool(diffs)
+        print(
+            f"Would fix {fixed} finding(s)" + (f"; {withheld} unsafe fix(es) withheld (add --unsafe-fixes)" if withheld else ""),
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"Fixed {fixed} finding(s)" + (f"; {withheld} unsafe fix(es) withheld (add --unsafe-fixes)" if withheld else ""),
+            file=sys.stderr,
+        )
+    return 2 if failed and not fixed else None

@@ -1,0 +1,258 @@
+"""Scanning one file: prefilter, parse, analyse (with project links), run the rules, apply noqa
+and the configuration. Never raises for bad input."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from pytest_maskloss.scan import analysis as A
+from pytest_maskloss.scan import rules as R
+from pytest_maskloss.scan.config import Config, KerasTarget, keras_target, project_root
+from pytest_maskloss.scan.findings import Edit, Finding, Fix
+from pytest_maskloss.scan.project import ProjectIndex
+from pytest_maskloss.scan.source import SourceError, read_units
+
+PARSE_CODE = "MSK900"
+
+# A file that matches none of these cannot produce a finding (nor provide a model, a layer or a
+# loss to a file that does: those mention Embedding/Masking/compute_mask/... themselves).
+PREFILTER = re.compile(
+    r"Embedding|Masking|compute_mask|supports_masking|(?<!\bre)\.compile\s*\(|__call__|"
+    r"sample_weight|y_pred|mask_zero|\bexp\s*\("
+)
+_NOQA = re.compile(r"#\s*noqa(?::\s*([A-Za-z]+\d+(?:[\s,]+[A-Za-z]+\d+)*))?", re.I)
+_FILE_NOQA = re.compile(r"^\s*#\s*maskloss:\s*noqa(?::\s*([A-Za-z]+\d+(?:[\s,]+[A-Za-z]+\d+)*))?\s*$", re.I | re.M)
+
+
+def prefilter(text: str) -> bool:
+    m = PREFILTER.search(text)
+    if m is None:
+        return False
+    if m.group(0).startswith("exp") and PREFILTER.search(text, m.end()) is None:
+        return "history" in text or "evaluate" in text
+    return True
+
+
+@dataclass
+class Settings:
+    config: Config = field(default_factory=Config)
+    keras_version: str | None = None  # --keras-version override
+    scan_set: frozenset = frozenset()  # absolute paths being scanned (skip reverse links to them)
+    link: bool = True  # cross-module linking
+    cwd: str = field(default_factory=os.getcwd)
+
+
+@dataclass
+class FileResult:
+    path: str
+    findings: list
+    parsed: bool = False
+    skipped: bool = False  # prefilter said no
+
+
+class Scanner:
+    """Per-process state: one ProjectIndex per project root (files read and parsed once)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.indexes: dict[str, ProjectIndex] = {}
+        self.targets: dict[str, KerasTarget] = {}
+        self._parse_errors: dict[str, list] = {}
+        self._source_errors: dict[str, str] = {}
+
+    # -- helpers -----------------------------------------------------------------------
+    def display(self, path: str) -> str:
+        path = os.path.abspath(path)
+        try:
+            rel = os.path.relpath(path, self.settings.cwd)
+        except ValueError:
+            return path
+        return path if rel.startswith("..") else rel
+
+    def target_for(self, root: str) -> KerasTarget:
+        if root not in self.targets:
+            self.targets[root] = keras_target(root, self.settings.config, self.settings.keras_version)
+        return self.targets[root]
+
+    def index_for(self, path: str) -> ProjectIndex:
+        root = project_root(path)
+        if root not in self.indexes:
+            self.indexes[root] = ProjectIndex(root, self.target_for(root), self._load)
+        return self.indexes[root]
+
+    def _load(self, path: str, index: ProjectIndex | None, force: bool = False):
+        """Read and parse ``path`` into a ModuleAnalysis (not run). None when the file cannot
+        matter (prefilter) or cannot be read."""
+        try:
+            units = read_units(path)
+        except SourceError as exc:
+            self._source_errors[path] = str(exc)
+            return None
+        text = "\n".join(u.text for u in units)
+        if not force and not prefilter(text) and not (index is not None and _provides(text)):
+            return None
+        modules = []
+        errors = []
+        for i, unit in enumerate(units):
+            try:
+                modules.append(cst.parse_module(unit.text))
+            except cst.ParserSyntaxError as exc:
+                modules.append(None)
+                errors.append((i, exc.raw_line, exc.raw_column + 1, _syntax_message(exc)))
+            except (RecursionError, MemoryError, ValueError, TypeError, IndexError) as exc:
+                modules.append(None)
+                errors.append((i, 1, 1, f"cannot parse: {type(exc).__name__}"))
+        self._parse_errors[path] = errors
+        target = index.target if index is not None else self.target_for(project_root(path))
+        an = A.ModuleAnalysis(
+            path, units, modules, target, index if self.settings.link else None,
+            module_name=index.module_name(path) if index is not None else None,
+        )
+        an.display_path = self.display(path)
+        return an
+
+    # -- one file ----------------------------------------------------------------------
+    def scan_file(self, path: str) -> FileResult:
+        path = os.path.abspath(path)
+        try:
+            return self._scan_file(path)
+        except (RecursionError, MemoryError) as exc:
+            return FileResult(path, [self._error_finding(path, 1, 1, None, f"file too complex to analyse ({type(exc).__name__})")], False)
+
+    def _scan_file(self, path: str) -> FileResult:
+        index = self.index_for(path) if self.settings.link else None
+        try:
+            units = read_units(path)
+        except SourceError as exc:
+            return FileResult(path, [self._error_finding(path, 1, 1, None, str(exc))])
+        text = "\n".join(u.text for u in units)
+        if not prefilter(text):
+            return FileResult(path, [], skipped=True)
+        if index is not None:
+            an = index._analyses.get(path)
+            if an is None:
+                an = self._load(path, index, force=True)
+                index.put(path, an)
+            if an is not None and not an.done:
+                an.run()
+        else:
+            an = self._load(path, None, force=True)
+            if an is not None:
+                an.run()
+        if an is None:
+            msg = self._source_errors.get(path, "cannot read")
+            return FileResult(path, [self._error_finding(path, 1, 1, None, msg)])
+        findings = []
+        for unit, line, col, msg in self._parse_errors.get(path, []):
+            cell = an.units[unit].cell
+            f = self._error_finding(path, line, col, cell, msg)
+            if self._keep(an, f, unit):
+                findings.append(f)
+        findings.extend(self.findings_of(an))
+        if index is not None and self.settings.link and _exports(an):
+            for other in index.importers(path):
+                if other in self.settings.scan_set:
+                    continue
+                oan = index.analysis(other)
+                if oan is None:
+                    continue
+                for f in self.findings_of(oan):
+                    if self.display(path) in f.related:
+                        findings.append(f)
+        return FileResult(path, findings, parsed=True)
+
+    def findings_of(self, an: A.ModuleAnalysis) -> list[Finding]:
+        cached = an.__dict__.get("_findings")
+        if cached is not None:
+            return cached
+        out = []
+        for rule in R.RULES:
+            try:
+                raws = list(rule.check(an))
+            except RecursionError:
+                continue
+            for raw in raws:
+                f = self._finding(raw, rule)
+                if f is not None and self._keep(raw.loc.module, f, raw.loc.unit):
+                    out.append(f)
+        an.__dict__["_findings"] = out
+        return out
+
+    def _finding(self, raw: R.Raw, rule) -> Finding | None:
+        an = raw.loc.module
+        pos = an.position(raw.loc)
+        if pos is None:
+            return None
+        unit = an.units[raw.loc.unit]
+        fix = None
+        if raw.fix is not None:
+            try:
+                desc, edits, safe = raw.fix(an)
+                fix = Fix(desc, tuple(Edit(s, e, t, an.units[u].cell) for u, s, e, t in edits), safe)
+            except Exception:  # a fix that cannot be built is dropped, never a crash
+                fix = None
+        related = tuple(sorted(self.display(p) for p in raw.related if os.path.abspath(p) != an.path))
+        return Finding(
+            path=self.display(an.path), line=pos[0], col=pos[1] + 1, code=rule.code,
+            message=raw.message, end_line=pos[2], end_col=pos[3] + 1, cell=unit.cell, fix=fix,
+            severity=raw.severity, rule=rule.name, related=related,
+        )
+
+    def _error_finding(self, path, line, col, cell, msg) -> Finding:
+        return Finding(
+            path=self.display(path), line=max(1, line), col=max(1, col), code=PARSE_CODE,
+            message=msg, cell=cell, severity="error", rule=R.ParseError.name,
+        )
+
+    def _keep(self, an, f: Finding, unit: int) -> bool:
+        if not self.settings.config.selected(f.code, an.path if an is not None else f.path):
+            return False
+        if an is None:
+            return True
+        text = an.units[unit].text if unit < len(an.units) else ""
+        all_text = "\n".join(u.original for u in an.units)
+        for m in _FILE_NOQA.finditer(all_text):
+            codes = m.group(1)
+            if codes is None or f.code in _codes(codes):
+                return False
+        lines = text.splitlines()
+        for line_no in {f.line, f.end_line or f.line}:
+            if 1 <= line_no <= len(lines):
+                line = an.units[unit].original.splitlines()[line_no - 1] if len(an.units[unit].original.splitlines()) >= line_no else lines[line_no - 1]
+                for m in _NOQA.finditer(line):
+                    codes = m.group(1)
+                    if codes is None or f.code in _codes(codes):
+                        return False
+        return True
+
+
+def _codes(text: str) -> set[str]:
+    return {c.upper() for c in re.split(r"[\s,]+", text) if c}
+
+
+def _syntax_message(exc: cst.ParserSyntaxError) -> str:
+    msg = str(getattr(exc, "message", "") or "invalid syntax").splitlines()[0]
+    return f"syntax error: {msg[:200]}"
+
+
+_PROVIDES = re.compile(r"keras|Embedding|Masking|Sequential|\bModel\b|Loss|compute_mask")
+
+
+def _provides(text: str) -> bool:
+    return _PROVIDES.search(text) is not None
+
+
+def _exports(an: A.ModuleAnalysis) -> bool:
+    """Does this module define something another module could compile, fit or use as a loss?"""
+    for value in an.globals.vars.values():
+        if isinstance(value, (A.ModelV, A.ClassRef)):
+            return True
+        if isinstance(value, A.FuncRef) and isinstance(value.returns(), (A.ModelV, A.ReductionV, A.FuncRef, A.LayerV)):
+            return True
+        if isinstance(value, A.LayerV):
+            return True
+    return False

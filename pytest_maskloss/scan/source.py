@@ -1,0 +1,141 @@
+"""Reading what the scanner scans: Python files (any encoding PEP 263 allows) and notebooks.
+
+Nothing here raises on bad input: every problem comes back as a ``SourceError`` with a message,
+which the engine reports as ``MSK900``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tokenize
+from dataclasses import dataclass
+
+MAX_BYTES = 8 * 1024 * 1024  # files larger than this are reported, not parsed
+
+
+class SourceError(Exception):
+    """A file that cannot be read as Python source (or as a notebook)."""
+
+
+@dataclass
+class Unit:
+    """One piece of Python source: a whole file, or one notebook code cell.
+
+    ``text`` is what is parsed (for a cell: IPython magics blanked out, positions kept);
+    ``original`` is the text fixes are applied to (identical offsets).
+    """
+
+    text: str
+    original: str
+    cell: int | None = None  # 1-based code-cell number
+    cell_index: int | None = None  # index in the notebook's "cells" list
+
+
+def decode_python(data: bytes) -> str:
+    if b"\x00" in data[:8192]:
+        raise SourceError("binary file (NUL bytes), not Python source")
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    except SyntaxError as exc:
+        raise SourceError(f"bad encoding declaration: {exc}") from None
+    try:
+        text = data.decode(encoding)
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise SourceError(f"cannot decode as {encoding}: {exc}") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text
+
+
+_MAGIC = re.compile(r"^[ \t]*([%!].*|\?.*|[\w.]+\?\??\s*$)")
+
+
+def blank_magics(cell: str) -> str:
+    """Replace IPython magics, shell escapes and help requests by spaces (same lengths, same
+    lines), so the cell parses and positions stay true. A ``%%`` cell magic blanks the cell."""
+    lines = cell.splitlines(keepends=True)
+    if lines and lines[0].lstrip().startswith("%%"):
+        return "".join(_blank(line) for line in lines)
+    out = []
+    continued = False
+    for line in lines:
+        body = line.rstrip("\r\n")
+        if continued or _MAGIC.match(body) or re.match(r"^[ \t]*\w[\w.]*\s*=\s*[%!]", body):
+            out.append(_blank(line))
+            continued = body.endswith("\\")
+        else:
+            out.append(line)
+            continued = False
+    return "".join(out)
+
+
+def _blank(line: str) -> str:
+    body = line.rstrip("\r\n")
+    return " " * len(body) + line[len(body):]
+
+
+def read_notebook(data: bytes) -> list[Unit]:
+    try:
+        nb = json.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise SourceError(f"notebook is not valid JSON: {str(exc)[:200]}") from None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells", []), list):
+        raise SourceError("notebook has no list of cells")
+    meta = nb.get("metadata")
+    lang = None
+    if isinstance(meta, dict):
+        for key in ("kernelspec", "language_info"):
+            sub = meta.get(key)
+            if isinstance(sub, dict) and isinstance(sub.get("language"), str):
+                lang = sub["language"].lower()
+                break
+    if lang not in (None, "python"):
+        return []
+    units = []
+    number = 0
+    for index, cell in enumerate(nb.get("cells", [])):
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        number += 1
+        src = cell.get("source", "")
+        if isinstance(src, list):
+            src = "".join(s for s in src if isinstance(s, str))
+        if not isinstance(src, str):
+            continue
+        units.append(Unit(text=blank_magics(src), original=src, cell=number, cell_index=index))
+    return units
+
+
+def read_units(path: str, data: bytes | None = None) -> list[Unit]:
+    """Read ``path`` into units. Raises SourceError."""
+    if data is None:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_BYTES + 1)
+        except OSError as exc:
+            raise SourceError(f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_BYTES:
+        raise SourceError(f"file larger than {MAX_BYTES // (1024 * 1024)} MB, not scanned")
+    if path.endswith(".ipynb"):
+        return read_notebook(data)
+    text = decode_python(data)
+    return [Unit(text=text, original=text)]
+
+
+def notebook_with_cells(data: bytes, new_sources: dict[int, str]) -> bytes:
+    """The notebook ``data`` with the sources of cells (by index in ``cells``) replaced."""
+    nb = json.loads(data.decode("utf-8-sig"))
+    for index, src in new_sources.items():
+        cell = nb["cells"][index]
+        if isinstance(cell.get("source"), list):
+            cell["source"] = src.splitlines(keepends=True)
+        else:
+            cell["source"] = src
+    indent = 1
+    text = data.decode("utf-8-sig")
+    m = re.search(r"\n( +)\"", text)
+    if m:
+        indent = len(m.group(1))
+    return (json.dumps(nb, indent=indent, ensure_ascii=False) + "\n").encode("utf-8")
