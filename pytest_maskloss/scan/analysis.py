@@ -1080,6 +1080,8 @@ class ModuleAnalysis:
             arg = call_arg(call, 0, "x")
             value = self.eval(arg, env) if arg is not None else None
             self.eval_args(call, env)
+            if isinstance(value, EvalV):
+                value = ReportedLossV(value.model, "evaluate(...)")
             if isinstance(value, ReportedLossV):
                 self.exps.append(ExpFact(self.loc(call), value))
             return None
@@ -1166,6 +1168,8 @@ class ModuleAnalysis:
             arg = call_arg(call, 0, "x")
             value = self.eval(arg, env) if arg is not None else None
             self.eval_args(call, env)
+            if isinstance(value, EvalV):
+                value = ReportedLossV(value.model, "evaluate(...)")
             if isinstance(value, ReportedLossV):
                 self.exps.append(ExpFact(self.loc(call), value))
             return None

@@ -256,3 +256,25 @@ def _exports(an: A.ModuleAnalysis) -> bool:
         if isinstance(value, A.LayerV):
             return True
     return False
+
+
+def check_source(text: str, keras_version: str | None = None, path: str = "example.py", config: Config | None = None) -> list[Finding]:
+    """Scan a source string (no files read, no project links). ``keras_version`` as in
+    ``[tool.maskloss]``; None means unknown. Used by the rule tests and the flake8 plugin."""
+    from pytest_maskloss.scan.config import UNKNOWN, target_from_config_value
+    from pytest_maskloss.scan.source import Unit
+
+    target = target_from_config_value(keras_version, "keras-version") if keras_version else UNKNOWN
+    scanner = Scanner(Settings(config=config or Config(), link=False))
+    scanner.targets[project_root(path)] = target
+    units = [Unit(text=text, original=text)]
+    modules, errors = [], []
+    try:
+        modules.append(cst.parse_module(text))
+    except cst.ParserSyntaxError as exc:
+        modules.append(None)
+        errors.append(scanner._error_finding(path, exc.raw_line, exc.raw_column + 1, None, _syntax_message(exc)))
+    an = A.ModuleAnalysis(os.path.abspath(path), units, modules, target, None)
+    an.display_path = scanner.display(path)
+    an.run()
+    return errors + scanner.findings_of(an)

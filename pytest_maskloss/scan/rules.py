@@ -407,7 +407,6 @@ ppl = math.exp(history["loss"][-1])
 import math
 import keras
 model = keras.Sequential([keras.layers.Embedding(10, 4, mask_zero=True), keras.layers.Dense(3)])
-model.compile("adam", "sparse_categorical_crossentropy")
 history = model.fit(x, y, epochs=3)
 ppl = math.exp(history.history["loss"][-1])
 """,
