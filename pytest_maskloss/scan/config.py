@@ -496,15 +496,9 @@ def project_root(path: str) -> str:
         cur = parent
 
 
-_TARGET_CACHE: dict[tuple[str, str | None], KerasTarget] = {}
-
-
 def keras_target(root: str, cfg: Config | None, override: str | None = None) -> KerasTarget:
     if override:
         return target_from_config_value(override, "--keras-version")
     if cfg is not None and cfg.keras_version:
         return target_from_config_value(cfg.keras_version, "[tool.maskloss] keras-version")
-    key = (root, None)
-    if key not in _TARGET_CACHE:
-        _TARGET_CACHE[key] = target_from_pins(find_pins(root))
-    return _TARGET_CACHE[key]
+    return target_from_pins(find_pins(root))  # cached per run by the Scanner

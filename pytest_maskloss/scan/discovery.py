@@ -175,7 +175,7 @@ def discover(paths, exclude=(), force_exclude=False, respect_gitignore=True, bas
             if force_exclude:
                 if excluded(path):
                     continue
-                if respect_gitignore and _ignored(path, False, _ancestor_ignores(os.path.dirname(path)) + [g for g in [_load_gitignore(os.path.dirname(path))] if g]):
+                if respect_gitignore and _explicitly_ignored(path):
                     continue
                 parent, name = os.path.split(path)
                 if any(_skip_dir(os.path.dirname(p), os.path.basename(p)) for p in _parents(parent)):
@@ -220,6 +220,27 @@ def discover(paths, exclude=(), force_exclude=False, respect_gitignore=True, bas
                     continue
                 seen.add(real)
                 yield full
+
+
+def _explicitly_ignored(path: str) -> bool:
+    """Is a file given by name ignored by a .gitignore (its own pattern or a folder's)?"""
+    root = _git_root(os.path.dirname(path))
+    if root is None:
+        return False
+    rel_parts = os.path.relpath(path, root).split(os.sep)
+    ignores = []
+    cur = root
+    for part in rel_parts[:-1]:
+        gi = _load_gitignore(cur)
+        if gi is not None:
+            ignores.append(gi)
+        cur = os.path.join(cur, part)
+        if _ignored(cur, True, ignores):
+            return True
+    gi = _load_gitignore(cur)
+    if gi is not None:
+        ignores.append(gi)
+    return _ignored(path, False, ignores)
 
 
 def _parents(folder: str):

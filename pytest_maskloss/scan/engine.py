@@ -14,27 +14,37 @@ from pytest_maskloss.scan import rules as R
 from pytest_maskloss.scan.config import Config, KerasTarget, keras_target, project_root
 from pytest_maskloss.scan.findings import Edit, Finding, Fix
 from pytest_maskloss.scan.project import ProjectIndex
-from pytest_maskloss.scan.source import SourceError, read_units
+from pytest_maskloss.scan.source import MAX_BYTES, SourceError, read_units
 
 PARSE_CODE = "MSK900"
 
-# A file that matches none of these cannot produce a finding (nor provide a model, a layer or a
-# loss to a file that does: those mention Embedding/Masking/compute_mask/... themselves).
-PREFILTER = re.compile(
-    r"Embedding|Masking|compute_mask|supports_masking|(?<!\bre)\.compile\s*\(|__call__|"
-    r"sample_weight|y_pred|mask_zero|\bexp\s*\("
+# A file that contains none of these cannot produce a finding (nor provide a model, a layer or a
+# loss to a file that does: those mention Embedding/Masking/compute_mask/... themselves). Plain
+# substring tests on the raw bytes (memchr speed); the tokens are ASCII, so any ASCII-compatible
+# source encoding works.
+_TOKENS = (
+    b"Embedding", b"Masking", b"compute_mask", b"supports_masking", b"__call__",
+    b"sample_weight", b"y_pred", b"mask_zero",
 )
 _NOQA = re.compile(r"#\s*noqa(?::\s*([A-Za-z]+\d+(?:[\s,]+[A-Za-z]+\d+)*))?", re.I)
 _FILE_NOQA = re.compile(r"^\s*#\s*maskloss:\s*noqa(?::\s*([A-Za-z]+\d+(?:[\s,]+[A-Za-z]+\d+)*))?\s*$", re.I | re.M)
 
 
-def prefilter(text: str) -> bool:
-    m = PREFILTER.search(text)
-    if m is None:
-        return False
-    if m.group(0).startswith("exp") and PREFILTER.search(text, m.end()) is None:
-        return "history" in text or "evaluate" in text
-    return True
+def prefilter(data) -> bool:
+    """Can this file (bytes or str) produce a finding? False means: do not parse it."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    for token in _TOKENS:
+        if token in data:
+            return True
+    start = data.find(b".compile")
+    while start != -1:
+        if not data[max(0, start - 3):start].endswith(b"re") or data[max(0, start - 3):start].isalpha():
+            return True
+        start = data.find(b".compile", start + 8)
+    if b"exp" in data and (b"history" in data or b"evaluate" in data):
+        return True
+    return False
 
 
 @dataclass
@@ -88,12 +98,17 @@ class Scanner:
         """Read and parse ``path`` into a ModuleAnalysis (not run). None when the file cannot
         matter (prefilter) or cannot be read."""
         try:
-            units = read_units(path)
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_BYTES + 1)
+        except OSError as exc:
+            self._source_errors[path] = f"cannot read: {exc.strerror or exc}"
+            return None
+        if not force and not prefilter(data) and not (index is not None and _provides(data)):
+            return None
+        try:
+            units = read_units(path, data)
         except SourceError as exc:
             self._source_errors[path] = str(exc)
-            return None
-        text = "\n".join(u.text for u in units)
-        if not force and not prefilter(text) and not (index is not None and _provides(text)):
             return None
         modules = []
         errors = []
@@ -102,7 +117,7 @@ class Scanner:
                 modules.append(cst.parse_module(unit.text))
             except cst.ParserSyntaxError as exc:
                 modules.append(None)
-                errors.append((i, exc.raw_line, exc.raw_column + 1, _syntax_message(exc)))
+                errors.append((i, *_syntax_position(unit.text, exc)))
             except (RecursionError, MemoryError, ValueError, TypeError, IndexError) as exc:
                 modules.append(None)
                 errors.append((i, 1, 1, f"cannot parse: {type(exc).__name__}"))
@@ -126,12 +141,16 @@ class Scanner:
     def _scan_file(self, path: str) -> FileResult:
         index = self.index_for(path) if self.settings.link else None
         try:
-            units = read_units(path)
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_BYTES + 1)
+        except OSError as exc:
+            return FileResult(path, [self._error_finding(path, 1, 1, None, f"cannot read: {exc.strerror or exc}")])
+        if not prefilter(data):
+            return FileResult(path, [], skipped=True)
+        try:
+            read_units(path, data)
         except SourceError as exc:
             return FileResult(path, [self._error_finding(path, 1, 1, None, str(exc))])
-        text = "\n".join(u.text for u in units)
-        if not prefilter(text):
-            return FileResult(path, [], skipped=True)
         if index is not None:
             an = index._analyses.get(path)
             if an is None:
@@ -234,16 +253,27 @@ def _codes(text: str) -> set[str]:
     return {c.upper() for c in re.split(r"[\s,]+", text) if c}
 
 
+def _syntax_position(text: str, exc: cst.ParserSyntaxError):
+    """(line, col, message) of a syntax error: CPython's position and message when CPython
+    rejects the text too (they are more precise), else libcst's."""
+    try:
+        compile(text, "<scan>", "exec", 1024, dont_inherit=True)  # ast.PyCF_ONLY_AST
+    except SyntaxError as se:
+        if se.lineno:
+            return se.lineno, max(1, se.offset or 1), f"syntax error: {se.msg}"
+    except (ValueError, RecursionError, MemoryError, OverflowError):
+        pass
+    return exc.raw_line, exc.raw_column + 1, _syntax_message(exc)
+
+
 def _syntax_message(exc: cst.ParserSyntaxError) -> str:
     msg = str(getattr(exc, "message", "") or "invalid syntax").splitlines()[0]
     return f"syntax error: {msg[:200]}"
 
 
-_PROVIDES = re.compile(r"keras|Embedding|Masking|Sequential|\bModel\b|Loss|compute_mask")
-
-
-def _provides(text: str) -> bool:
-    return _PROVIDES.search(text) is not None
+def _provides(data: bytes) -> bool:
+    """Could this module provide a model, layer or loss to a module that imports it?"""
+    return any(t in data for t in (b"keras", b"Sequential", b"Model", b"Loss"))
 
 
 def _exports(an: A.ModuleAnalysis) -> bool:
@@ -273,7 +303,8 @@ def check_source(text: str, keras_version: str | None = None, path: str = "examp
         modules.append(cst.parse_module(text))
     except cst.ParserSyntaxError as exc:
         modules.append(None)
-        errors.append(scanner._error_finding(path, exc.raw_line, exc.raw_column + 1, None, _syntax_message(exc)))
+        line, col, msg = _syntax_position(text, exc)
+        errors.append(scanner._error_finding(path, line, col, None, msg))
     an = A.ModuleAnalysis(os.path.abspath(path), units, modules, target, None)
     an.display_path = scanner.display(path)
     an.run()
