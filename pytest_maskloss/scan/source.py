@@ -39,6 +39,8 @@ def decode_python(data: bytes) -> str:
     try:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
     except SyntaxError as exc:
+        if "invalid or missing" in str(exc):
+            raise SourceError("cannot decode as UTF-8 and no coding declaration") from None
         raise SourceError(f"bad encoding declaration: {exc}") from None
     try:
         text = data.decode(encoding)
