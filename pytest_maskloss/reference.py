@@ -25,6 +25,14 @@ and that :func:`per_token_loss` therefore models through ``flavour``:
   clipped probability the two differ by ``log 2``.
 
 Everything else matches across the four stacks to float32 tolerance.
+
+A third difference is bigger and depends on the model, not only the stack: on the TensorFlow
+stacks (Keras 3 on TensorFlow, tf_keras, tf.keras) a cross-entropy whose ``y_pred`` was made
+by a ``softmax`` or ``sigmoid`` activation is computed from the logits *under* the activation
+(Keras keeps them on the tensor as ``_keras_logits``, or finds the Softmax/Sigmoid op in the
+graph), so no clipping happens at all; Keras 3 on JAX always uses the probabilities. Pass
+``unwrapped_activation`` (see :func:`activation_unwrapped_by_keras`) to get that value from
+the probabilities.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import numpy as np
 
 __all__ = [
     "FLAVOURS",
+    "activation_unwrapped_by_keras",
     "LossSpec",
     "detect_flavour",
     "per_token_loss",
@@ -341,6 +350,30 @@ def detect_flavour() -> str:
     return "keras3-tensorflow"
 
 
+def _layer_activation_name(layer: Any) -> str | None:
+    if type(layer).__name__ == "Softmax" and _is_keras_module(type(layer).__module__):
+        return "softmax"
+    activation = getattr(layer, "activation", None)
+    name = getattr(activation, "__name__", None)
+    return name if name in ("softmax", "sigmoid") else None
+
+
+def activation_unwrapped_by_keras(layer: Any, flavour: str | None = None) -> str | None:
+    """``"softmax"``/``"sigmoid"`` when Keras computes a cross-entropy on ``layer``'s output
+    from the logits under that activation, else None.
+
+    ``layer`` is the layer whose output the loss receives. Measured on all four stacks
+    (fit/evaluate): the logits are used on Keras 3 with TensorFlow, tf_keras and tf.keras for
+    ``Dense(..., activation="softmax"|"sigmoid")``, an ``Activation`` layer and a ``Softmax``
+    layer, also behind a ``Masking`` mask; not behind ``TimeDistributed`` (its reshape hides
+    the op) and never on Keras 3 with JAX. A wrapper layer therefore gives None.
+    """
+    flavour = _check_flavour(flavour)
+    if flavour not in _CLIP_THEN_RENORMALISE_SPARSE:  # the TensorFlow stacks
+        return None
+    return _layer_activation_name(layer)
+
+
 def _check_flavour(flavour: str | None) -> str:
     if flavour is None:
         return detect_flavour()
@@ -446,6 +479,17 @@ def _log_softmax_parts(logits: np.ndarray) -> np.ndarray:
     return peak[..., 0].astype(np.float64) + np.log(total)
 
 
+def _check_label_range(spec: LossSpec, labels: np.ndarray, vocabulary: int) -> None:
+    # TensorFlow raises on such labels and JAX silently scores them 0; neither is a value
+    # worth reproducing.
+    if labels.size and (labels.min() < 0 or labels.max() >= vocabulary):
+        raise ValueError(
+            f"sparse labels must lie in [0, {vocabulary}); got "
+            f"[{labels.min()}, {labels.max()}]"
+            + ("" if spec.ignore_class is None else f" besides ignore_class={spec.ignore_class}")
+        )
+
+
 def _sparse_categorical_crossentropy(
     spec: LossSpec, y_true: Any, y_pred: np.ndarray, flavour: str
 ) -> np.ndarray:
@@ -456,13 +500,7 @@ def _sparse_categorical_crossentropy(
     if spec.ignore_class is not None:
         valid = labels != spec.ignore_class
         labels = np.where(valid, labels, 0)
-    vocabulary = y_pred.shape[-1]
-    if labels.size and (labels.min() < 0 or labels.max() >= vocabulary):
-        raise ValueError(
-            f"sparse labels must lie in [0, {vocabulary}); got "
-            f"[{labels.min()}, {labels.max()}]"
-            + ("" if spec.ignore_class is None else f" besides ignore_class={spec.ignore_class}")
-        )
+    _check_label_range(spec, labels, y_pred.shape[-1])
     picked = np.take_along_axis(y_pred, labels[..., None], axis=-1)[..., 0]
     if spec.from_logits:
         loss = _log_softmax_parts(y_pred) - picked.astype(np.float64)
@@ -567,32 +605,74 @@ def _kl_divergence(spec: LossSpec, y_true: Any, y_pred: np.ndarray, flavour: str
     return np.sum(target * np.log(target / pred), axis=-1)
 
 
-def _auto_crossentropy(spec: LossSpec, y_true: Any, y_pred: np.ndarray, flavour: str):
+def _auto_crossentropy_name(y_true: Any, y_pred: np.ndarray) -> str:
     """Keras 3's compile("crossentropy"): the loss is chosen from the shapes."""
     y_true_shape = np.shape(y_true)
-    is_binary = y_pred.shape[-1] == 1
-    is_sparse = len(y_true_shape) < y_pred.ndim or (
-        y_true_shape[-1] == 1 and y_pred.shape[-1] > 1
-    )
-    if is_binary:
-        name = "binary_crossentropy"
-    elif is_sparse:
-        name = "sparse_categorical_crossentropy"
-    else:
-        name = "categorical_crossentropy"
-    return per_token_loss(
-        LossSpec(name=name, from_logits=spec.from_logits, source=spec.source),
-        y_true,
-        y_pred,
-        flavour=flavour,
-    )
+    if y_pred.shape[-1] == 1:
+        return "binary_crossentropy"
+    if len(y_true_shape) < y_pred.ndim or y_true_shape[-1] == 1:
+        return "sparse_categorical_crossentropy"
+    return "categorical_crossentropy"
 
+
+def _exact_from_activation(
+    spec: LossSpec, y_true: Any, y_pred: np.ndarray, activation: str
+) -> np.ndarray:
+    """The cross-entropy Keras computes from the logits under ``y_pred``'s activation.
+
+    ``-log p`` of the activation's output is the log-softmax / log-sigmoid of those logits up
+    to the float32 rounding of ``p`` (relative 6e-8), so no clipping applies. Where ``p``
+    underflowed to 0 (or a sigmoid rounded to 1) the logits' value is not recoverable and
+    the result is ``inf``; for a sigmoid, ``1 - p`` loses precision as ``p`` nears 1
+    (absolute error about 6e-8 / (1 - p)).
+    """
+    expected = "sigmoid" if spec.name == "binary_crossentropy" else "softmax"
+    if activation != expected:
+        raise ValueError(
+            f"Keras computes {spec.name} on a {activation} output from the logits under the "
+            f"{activation}, as if they fed a {expected}; those values cannot be recovered "
+            "from the probabilities: supply the logits"
+        )
+    p = y_pred.astype(np.float64)
+    with np.errstate(divide="ignore"):
+        if spec.name == "sparse_categorical_crossentropy":
+            labels = _sparse_labels(spec, y_true, y_pred)
+            valid = None
+            if spec.ignore_class is not None:
+                valid = labels != spec.ignore_class
+                labels = np.where(valid, labels, 0)
+            _check_label_range(spec, labels, y_pred.shape[-1])
+            picked = np.take_along_axis(p, labels[..., None], axis=-1)[..., 0]
+            loss = np.log(np.sum(p, axis=-1)) - np.log(picked)
+            return loss if valid is None else np.where(valid, loss, 0.0)
+        if spec.name == "categorical_crossentropy":
+            target = np.asarray(y_true, dtype=np.float64)
+            axis = spec.axis
+            if spec.label_smoothing:
+                target = target * (1.0 - spec.label_smoothing) + (
+                    spec.label_smoothing / y_pred.shape[axis]
+                )
+            log_prob = np.log(p) - np.log(np.sum(p, axis=axis, keepdims=True))
+            # A zero target contributes nothing, also where p underflowed (finite logits).
+            return -np.sum(np.where(target != 0, target * log_prob, 0.0), axis=axis)
+        target, p = _align_ranks(np.asarray(y_true, dtype=np.float64), p)
+        if spec.label_smoothing:
+            target = target * (1.0 - spec.label_smoothing) + 0.5 * spec.label_smoothing
+        positive = np.where(target != 0, target * np.log(p), 0.0)
+        negative = np.where(target != 1, (1.0 - target) * np.log1p(-p), 0.0)
+        return np.mean(-(positive + negative), axis=spec.axis)
+
+
+_CROSSENTROPIES = {
+    "sparse_categorical_crossentropy",
+    "categorical_crossentropy",
+    "binary_crossentropy",
+}
 
 _DISPATCH = {
     "sparse_categorical_crossentropy": _sparse_categorical_crossentropy,
     "categorical_crossentropy": _categorical_crossentropy,
     "binary_crossentropy": _binary_crossentropy,
-    "crossentropy": _auto_crossentropy,
     "mean_squared_error": _regression,
     "mean_absolute_error": _regression,
     "mean_absolute_percentage_error": _regression,
@@ -605,7 +685,12 @@ _DISPATCH = {
 
 
 def per_token_loss(
-    spec: LossSpec, y_true: Any, y_pred: Any, *, flavour: str | None = None
+    spec: LossSpec,
+    y_true: Any,
+    y_pred: Any,
+    *,
+    flavour: str | None = None,
+    unwrapped_activation: str | None = None,
 ) -> np.ndarray:
     """Per-element loss before masking and reduction, as Keras computes it (float64).
 
@@ -620,13 +705,22 @@ def per_token_loss(
     already imported, see :func:`detect_flavour`) only matters for sparse cross-entropy and
     binary cross-entropy from probabilities; see the module docstring.
 
-    Not modelled: Keras 3 on TensorFlow and Keras 2 take the logits from under a ``softmax``
-    / ``sigmoid`` output when the tensor still carries them (``_keras_logits`` or a Softmax
-    op in a graph), i.e. inside ``fit``/``evaluate``: where a probability underflows to 0 in
-    float32, the model's value is the exact log-softmax, not the clipped one.
+    ``unwrapped_activation`` (``"softmax"``, ``"sigmoid"`` or None; see
+    :func:`activation_unwrapped_by_keras`) says that Keras computed a cross-entropy from the
+    logits under ``y_pred``'s activation: the value is then ``-log p`` without clipping, with
+    ``from_logits`` ignored as Keras ignores it there. Other losses ignore the argument.
     """
     flavour = _check_flavour(flavour)
-    compute = _DISPATCH.get(spec.name)
+    y_pred = _as_float(y_pred, flavour)
+    name = spec.name
+    if name == "crossentropy":
+        name = _auto_crossentropy_name(y_true, y_pred)
+        spec = LossSpec(name=name, from_logits=spec.from_logits, source=spec.source)
+    if unwrapped_activation is not None and name in _CROSSENTROPIES:
+        if unwrapped_activation not in ("softmax", "sigmoid"):
+            raise ValueError(f"unknown activation {unwrapped_activation!r}")
+        return _exact_from_activation(spec, y_true, y_pred, unwrapped_activation)
+    compute = _DISPATCH.get(name)
     if compute is None:
         raise ValueError(f"no reference for loss {spec.name!r}; supported: {_SUPPORTED}")
-    return compute(spec, y_true, _as_float(y_pred, flavour), flavour)
+    return compute(spec, y_true, y_pred, flavour)

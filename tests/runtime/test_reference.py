@@ -15,6 +15,7 @@ import pytest
 
 from pytest_maskloss.reference import (
     FLAVOURS,
+    activation_unwrapped_by_keras,
     LossSpec,
     detect_flavour,
     per_token_loss,
@@ -586,3 +587,93 @@ def test_a_custom_function_named_like_a_keras_loss_is_not_trusted():
 def test_every_supported_loss_has_a_reference():
     for name in supported_losses():
         assert resolve_loss_spec(name) is not None or name == "crossentropy"
+
+
+# ------------------------------------------------------------------------------------
+# Cross-entropy on a softmax/sigmoid output: TensorFlow stacks use the logits underneath
+# ------------------------------------------------------------------------------------
+
+# Fixed output logits (the kernel is zero): class 3 sits 60 nats below class 4, so its
+# probability (~1e-27) is far below Keras' clip at 1e-7 yet still a normal float32.
+SOFTMAX_BIAS = np.array([0.0, -30.0, -5.0, -60.0, 2.0, -20.0], dtype=np.float32)
+# Sigmoid outputs of about 2e-9 (logit -20): clipped they would score 16.1, not 20.
+SIGMOID_BIAS = np.array([-20.0, -18.0, -1.0, 0.5, -25.0, -3.0], dtype=np.float32)
+
+
+def model_with_output_bias(activation: str, bias: np.ndarray, output: str):
+    inputs = K.Input(shape=(5, 4))
+    dense = K.layers.Dense(bias.size, activation=None if output != "dense" else activation)
+    hidden = dense(inputs)
+    if output == "activation_layer":
+        outputs = K.layers.Activation(activation)(hidden)
+    elif output == "softmax_layer":
+        outputs = K.layers.Softmax()(hidden)
+    else:
+        outputs = hidden
+    model = K.Model(inputs, outputs)
+    dense.set_weights([np.zeros((4, bias.size), np.float32), bias])
+    return model, model.layers[-1]
+
+
+@pytest.mark.parametrize("output", ["dense", "activation_layer", "softmax_layer"])
+@pytest.mark.parametrize(
+    "loss_name,options",
+    [
+        ("sparse_categorical_crossentropy", {}),
+        ("categorical_crossentropy", {"label_smoothing": 0.1}),
+        ("binary_crossentropy", {}),
+    ],
+)
+def test_model_loss_on_an_activation_output(rng, output, loss_name, options):
+    """evaluate()'s loss equals the mean of the reference given the predicted probabilities
+    and activation_unwrapped_by_keras() for the output layer, on every stack."""
+    activation = "sigmoid" if loss_name == "binary_crossentropy" else "softmax"
+    if output == "softmax_layer" and activation != "softmax":
+        pytest.skip("a Softmax layer has no sigmoid counterpart")
+    bias = SIGMOID_BIAS if activation == "sigmoid" else SOFTMAX_BIAS
+    model, output_layer = model_with_output_bias(activation, bias, output)
+    loss_class = {
+        "sparse_categorical_crossentropy": "SparseCategoricalCrossentropy",
+        "categorical_crossentropy": "CategoricalCrossentropy",
+        "binary_crossentropy": "BinaryCrossentropy",
+    }[loss_name]
+    model.compile(optimizer="sgd", loss=getattr(K.losses, loss_class)(**options))
+    x = rng.normal(size=(6, 5, 4)).astype(np.float32)
+    labels = rng.integers(0, bias.size, size=(6, 5))
+    y_true = {
+        "sparse_categorical_crossentropy": labels,
+        "categorical_crossentropy": np.eye(bias.size, dtype=np.float32)[labels],
+        "binary_crossentropy": rng.integers(0, 2, size=(6, 5, bias.size)).astype(np.float32),
+    }[loss_name]
+    reported = model.evaluate(x, y_true, batch_size=6, verbose=0)
+    probabilities = to_numpy(model(x))
+    assert np.all(probabilities > 0)  # the bias keeps every probability representable
+
+    spec = resolve_loss_spec(model.loss)
+    unwrapped = activation_unwrapped_by_keras(output_layer, FLAVOUR)
+    assert unwrapped == (None if FLAVOUR.startswith("keras3-jax") else activation)
+    reference = per_token_loss(
+        spec, y_true, probabilities, flavour=FLAVOUR, unwrapped_activation=unwrapped
+    )
+    np.testing.assert_allclose(reference.mean(), reported, rtol=RTOL)
+    # The other formula is far off here, so the helper's answer is what makes this pass.
+    other = per_token_loss(
+        spec,
+        y_true,
+        probabilities,
+        flavour=FLAVOUR,
+        unwrapped_activation=None if unwrapped else activation,
+    )
+    assert not np.isclose(other.mean(), reported, rtol=1e-3)
+
+
+def test_time_distributed_output_is_not_unwrapped():
+    layer = K.layers.TimeDistributed(K.layers.Dense(3, activation="softmax"))
+    assert activation_unwrapped_by_keras(layer, FLAVOUR) is None
+
+
+def test_unrecoverable_activation_combination_is_rejected():
+    spec = LossSpec("binary_crossentropy")
+    probs = np.full((1, 2, 3), 1 / 3, dtype=np.float32)
+    with pytest.raises(ValueError, match="supply the logits"):
+        per_token_loss(spec, probs, probs, flavour=FLAVOUR, unwrapped_activation="softmax")
