@@ -53,6 +53,7 @@ def assert_masked_loss(model, x, y=None, sample_weight=None, **options) -> Repor
     Returns the ``Report`` when every compared figure matches. Options are those of
     ``check_masked_loss``.
     """
+    __tracebackhide__ = True  # a failing test shows the caller's line and the diagnosis only
     report = check_masked_loss(model, x, y, sample_weight, **options)
     if report.findings:
         raise MaskLossMismatch(mismatch_message(report), report=report, findings=report.findings)

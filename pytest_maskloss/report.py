@@ -52,6 +52,9 @@ class Comparison:
         }
 
 
+_PATH_ORDER = {"evaluate": 0, "fit": 1, "test_on_batch": 2, "train_on_batch": 3}
+
+
 @dataclass
 class Report:
     """Every figure compared by one check, the token counts and what could not be compared."""
@@ -75,7 +78,9 @@ class Report:
 
     @property
     def findings(self) -> list:
-        return [c for c in self.comparisons if not c.ok]
+        """Mismatches, epoch figures first (the ones users read), then per-batch ones."""
+        wrong = [c for c in self.comparisons if not c.ok]
+        return sorted(wrong, key=lambda c: _PATH_ORDER.get(c.path, len(_PATH_ORDER)))
 
     @property
     def ok(self) -> bool:
@@ -169,15 +174,18 @@ def mismatch_message(report: Report) -> str:
     ]
     others = findings[1:]
     if others:
+        groups = {}
+        for c in others:
+            groups.setdefault((c.path, c.quantity, c.mode, c.detail), []).append(c)
         lines += ["", f"  {len(others)} more mismatch(es):"]
-        for c in others[:12]:
+        for (path, quantity, mode, detail), items in groups.items():
+            where = items[0].scope if len(items) == 1 else f"{len(items)} batches"
+            worst = max(items, key=lambda c: abs(c.difference) if not math.isnan(c.difference) else math.inf)
             lines.append(
-                f"    {c.path} {c.quantity} [{c.scope}]: reported {_num(c.reported)}, "
-                f"reference {_num(c.reference)} -> {c.mode}"
-                + (f" ({c.detail})" if c.detail else "")
+                f"    {path} {quantity} [{where}]: {mode}"
+                + (f" ({detail})" if detail else "")
+                + f"; e.g. reported {_num(worst.reported)}, reference {_num(worst.reference)}"
             )
-        if len(others) > 12:
-            lines.append(f"    ... and {len(others) - 12} more (see .report.findings)")
     for path, reason in report.skipped.items():
         lines.append(f"  not compared: {path}: {reason}")
     return "\n".join(lines)
