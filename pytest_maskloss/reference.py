@@ -150,7 +150,9 @@ class LossSpec:
     default). ``source`` says, for humans, how the spec was resolved. ``is_subclass`` is True
     for a user subclass of a stock class; ``overrides_call`` / ``overrides___call__`` say
     whether such a subclass (anywhere between it and the stock class) defines ``call`` /
-    ``__call__`` itself — a ``__call__`` override bypasses Keras' masking (see background).
+    ``__call__`` itself — a ``__call__`` override bypasses Keras' masking (see background),
+    and a ``call`` override may compute something else than the stock parent the spec
+    describes (the caller decides whether to trust it).
     """
 
     name: str
@@ -195,11 +197,10 @@ def _function_name(fn: Any) -> str | None:
     return _ALIASES.get(name)
 
 
-def _reduction_text(reduction: Any) -> str | None:
-    if reduction is None:
-        return None
-    # tf_keras' ReductionV2 members are plain strings; anything else is shown as text.
-    return str(reduction)
+def _reduction_text(reduction: Any) -> str:
+    # Keras 3 accepts reduction=None on a Loss object and treats it as "none"; the spec keeps
+    # None for strings and functions only. tf_keras' ReductionV2 members are plain strings.
+    return "none" if reduction is None else str(reduction)
 
 
 def _spec_from_kwargs(name: str, kwargs: dict, **extra: Any) -> LossSpec | None:
@@ -287,12 +288,16 @@ def resolve_loss_spec(loss: Any) -> LossSpec | None:
     cls = type(loss)
     stock = _stock_class_of(cls)
     if stock is not None:
+        name = _STOCK_CLASSES[stock.__name__]
+        fn = getattr(loss, "fn", None)
+        if fn is not None and _function_name(fn) != name:
+            return None  # a subclass that wraps a different function under a stock name
         kwargs = _loss_kwargs(loss)
         is_subclass = stock is not cls
         described = f"{stock.__name__}({_describe_kwargs(kwargs)})"
         source = f"subclass {cls.__name__} of {described}" if is_subclass else described
         return _spec_from_kwargs(
-            _STOCK_CLASSES[stock.__name__],
+            name,
             kwargs,
             reduction=_reduction_text(getattr(loss, "reduction", None)),
             source=source,
@@ -311,7 +316,7 @@ def resolve_loss_spec(loss: Any) -> LossSpec | None:
             name,
             kwargs,
             reduction=_reduction_text(getattr(loss, "reduction", None)),
-            source=f"LossFunctionWrapper({name}, {_describe_kwargs(kwargs)})".replace(", )", ")"),
+            source=f"LossFunctionWrapper({', '.join(filter(None, [name, _describe_kwargs(kwargs)]))})",
         )
 
     if callable(loss):

@@ -530,6 +530,15 @@ def test_resolve_subclass_overriding_dunder_call_through_an_intermediate_class()
     assert spec.is_subclass and spec.overrides___call__ and not spec.overrides_call
 
 
+def test_resolve_subclass_wrapping_another_function_is_unknown():
+    class Disguised(K.losses.MeanSquaredError):
+        def __init__(self):
+            super().__init__()
+            self.fn = my_masked_loss
+
+    assert resolve_loss_spec(Disguised()) is None
+
+
 def test_resolve_plain_subclass_overrides_nothing():
     class Renamed(K.losses.MeanSquaredError):
         pass
@@ -677,3 +686,11 @@ def test_unrecoverable_activation_combination_is_rejected():
     probs = np.full((1, 2, 3), 1 / 3, dtype=np.float32)
     with pytest.raises(ValueError, match="supply the logits"):
         per_token_loss(spec, probs, probs, flavour=FLAVOUR, unwrapped_activation="softmax")
+
+
+def test_resolve_reduction_none_object():
+    try:
+        loss = K.losses.MeanSquaredError(reduction=None)
+    except (ValueError, TypeError) as error:
+        pytest.skip(f"reduction=None not accepted here: {error}")
+    assert resolve_loss_spec(loss).reduction == "none"
