@@ -283,6 +283,11 @@ class MaskedLoss(_TokenTerms, keras.losses.Loss):
         """Unreduced per-token loss (padding not removed): what the wrapper averages."""
         return self._per_token_fn(y_true, y_pred)
 
+    @property
+    def inner_loss(self):
+        """The wrapped per-token loss as a Keras identifier (string, function or ``Loss``)."""
+        return self.loss
+
     def get_config(self):
         return {"loss": _serialize_loss(self.loss), "pad_id": self.pad_id, "name": self.name}
 
@@ -306,6 +311,7 @@ class _StockMasked(MaskedLoss):
     """A masked version of a stock loss function with keyword options."""
 
     _fn_name = None
+    _stock_class = None
     _options = ()
 
     def __init__(self, pad_id=None, name=None, **kwargs):
@@ -318,6 +324,11 @@ class _StockMasked(MaskedLoss):
 
         per_token.__name__ = self._fn_name
         super().__init__(loss=per_token, pad_id=pad_id, name=name, **kwargs)
+
+    @property
+    def inner_loss(self):
+        """The stock Keras ``Loss`` this class averages over real tokens."""
+        return getattr(keras.losses, self._stock_class)(**self._fn_options)
 
     def get_config(self):
         return {"pad_id": self.pad_id, "name": self.name, **self._fn_options}
@@ -335,6 +346,7 @@ class MaskedSparseCategoricalCrossentropy(_StockMasked):
     """``sparse_categorical_crossentropy`` averaged over real tokens (see ``MaskedLoss``)."""
 
     _fn_name = "sparse_categorical_crossentropy"
+    _stock_class = "SparseCategoricalCrossentropy"
     _options = ("from_logits",)
 
     def __init__(self, from_logits=False, pad_id=None, name="masked_sparse_categorical_crossentropy", **kw):
@@ -346,6 +358,7 @@ class MaskedCategoricalCrossentropy(_StockMasked):
     """``categorical_crossentropy`` over real tokens; ``pad_id`` matches the argmax label."""
 
     _fn_name = "categorical_crossentropy"
+    _stock_class = "CategoricalCrossentropy"
     _options = ("from_logits", "label_smoothing")
     _pad_match = "argmax"
 
@@ -360,6 +373,7 @@ class MaskedBinaryCrossentropy(_StockMasked):
     """``binary_crossentropy`` over real tokens (per token = mean over its last axis)."""
 
     _fn_name = "binary_crossentropy"
+    _stock_class = "BinaryCrossentropy"
     _options = ("from_logits", "label_smoothing")
 
     def __init__(self, from_logits=False, label_smoothing=0.0, pad_id=None,
@@ -373,6 +387,7 @@ class MaskedMeanSquaredError(_StockMasked):
     """``mean_squared_error`` over real positions (per position = mean over its last axis)."""
 
     _fn_name = "mean_squared_error"
+    _stock_class = "MeanSquaredError"
 
     def __init__(self, pad_id=None, name="masked_mean_squared_error", **kw):
         super().__init__(pad_id=pad_id, name=name, **kw)

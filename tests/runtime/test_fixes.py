@@ -104,16 +104,21 @@ def logs(model, result):
     return dict(zip(names, map(float, result)))
 
 
-def all_paths(model, x, y, sample_weight=None, batch_size=4):
+ALL_PATHS = ("evaluate", "test_on_batch", "train_on_batch", "fit")
+QUICK_PATHS = ("test_on_batch", "train_on_batch")  # one test and one train function
+
+
+def all_paths(model, x, y, sample_weight=None, batch_size=4, paths=ALL_PATHS):
     """The loss each reporting path gives on one batch of ``x`` (SGD lr=0: weights fixed)."""
     kw = {} if sample_weight is None else {"sample_weight": sample_weight}
-    return {
-        "evaluate": scalar(model.evaluate(x, y, batch_size=batch_size, verbose=0, **kw)),
-        "test_on_batch": scalar(model.test_on_batch(x, y, **kw)),
-        "train_on_batch": scalar(model.train_on_batch(x, y, **kw)),
-        "fit": model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=False, **kw)
+    run = {
+        "evaluate": lambda: scalar(model.evaluate(x, y, batch_size=batch_size, verbose=0, **kw)),
+        "test_on_batch": lambda: scalar(model.test_on_batch(x, y, **kw)),
+        "train_on_batch": lambda: scalar(model.train_on_batch(x, y, **kw)),
+        "fit": lambda: model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=False, **kw)
         .history["loss"][0],
     }
+    return {path: run[path]() for path in paths}
 
 
 def assert_paths(figures, expected, rtol=RTOL32):
@@ -156,14 +161,15 @@ def test_before_sample_weight_padding_is_in_the_denominator():
 def test_after_sample_weight_padding_gives_token_mean(form):
     model = compiled(MASKED_FORMS[form](), mask_zero=False)
     l = per_token(model)
-    assert_paths(all_paths(model, X, Y, sample_weight=M), token_mean(l, M))
+    paths = ALL_PATHS if form == "MaskedSparseCategoricalCrossentropy" else QUICK_PATHS
+    assert_paths(all_paths(model, X, Y, sample_weight=M, paths=paths), token_mean(l, M))
 
 
 def test_after_non_binary_sample_weights_weight_and_normalise():
     w = M * np.array([[1.0], [2.0], [0.5], [3.0]])
     model = compiled(mk.MaskedSparseCategoricalCrossentropy(), mask_zero=False)
     l = per_token(model)
-    assert_paths(all_paths(model, X, Y, sample_weight=w), token_mean(l, w))
+    assert_paths(all_paths(model, X, Y, sample_weight=w, paths=QUICK_PATHS), token_mean(l, w))
 
 
 def test_after_pad_id_in_labels_without_mask_or_weights():
@@ -195,14 +201,15 @@ def test_before_mask_zero_per_batch_already_right_here():
 def test_after_mask_zero_gives_token_mean(form):
     model = compiled(MASKED_FORMS[form]())
     l = per_token(model)
-    assert_paths(all_paths(model, X, Y), token_mean(l, M))
+    paths = ALL_PATHS if form == "MaskedSparseCategoricalCrossentropy" else QUICK_PATHS
+    assert_paths(all_paths(model, X, Y, paths=paths), token_mean(l, M))
 
 
 def test_after_mask_and_sample_weight_combine():
     w = np.array([[1.0], [0.0], [2.0], [1.0]]) * np.ones((4, T))  # second sequence dropped
     model = compiled(mk.MaskedSparseCategoricalCrossentropy())
     l = per_token(model)
-    assert_paths(all_paths(model, X, Y, sample_weight=w), token_mean(l, M * w))
+    assert_paths(all_paths(model, X, Y, sample_weight=w, paths=QUICK_PATHS), token_mean(l, M * w))
 
 
 # --- epoch aggregation across batches with different numbers of real tokens -----------------
@@ -333,7 +340,7 @@ def test_masked_categorical_crossentropy_with_one_hot_and_pad_id():
     model.compile(K.optimizers.SGD(0.0), loss=mk.MaskedCategoricalCrossentropy(pad_id=0))
     onehot = np.eye(V, dtype="float32")[Y]
     l = np_sparse_ce(Y, model.predict(X, verbose=0))
-    assert_paths(all_paths(model, X, onehot), token_mean(l, M))
+    assert_paths(all_paths(model, X, onehot, paths=QUICK_PATHS), token_mean(l, M))
 
 
 def test_masked_binary_crossentropy_and_mse():
@@ -344,9 +351,9 @@ def test_masked_binary_crossentropy_and_mse():
     bce = -(target * np.log(p) + (1 - target) * np.log(1 - p)).mean(-1)
     mse = ((target - p) ** 2).mean(-1)
     model.compile(K.optimizers.SGD(0.0), loss=mk.MaskedBinaryCrossentropy())
-    assert_paths(all_paths(model, X, target), token_mean(bce, M), rtol=1e-4)
+    assert_paths(all_paths(model, X, target, paths=("test_on_batch",)), token_mean(bce, M), rtol=1e-4)
     model.compile(K.optimizers.SGD(0.0), loss=mk.MaskedMeanSquaredError())
-    assert_paths(all_paths(model, X, target), token_mean(mse, M), rtol=1e-4)
+    assert_paths(all_paths(model, X, target, paths=("test_on_batch",)), token_mean(mse, M), rtol=1e-4)
 
 
 # --- mixed precision -------------------------------------------------------------------------
@@ -367,7 +374,7 @@ def test_after_mixed_float16(mixed_float16):
     z = model.predict(X, verbose=0)
     assert z.dtype == np.float16  # the output really is half precision
     l = np_sparse_ce(Y, z, from_logits=True)
-    assert_paths(all_paths(model, X, Y), token_mean(l, M), rtol=1e-3)
+    assert_paths(all_paths(model, X, Y, paths=QUICK_PATHS), token_mean(l, M), rtol=1e-3)
     result = logs(model, model.evaluate(X, Y, batch_size=2, verbose=0, return_dict=True))
     assert result["token_perplexity"] == pytest.approx(math.exp(token_mean(l, M)), rel=1e-3)
     assert scalar(model.test_on_batch(EMPTY_X, EMPTY_X)) == 0.0
@@ -481,7 +488,93 @@ def test_after_mirrored_evaluate_and_metrics_over_steps(mirrored):
     with mirrored.scope():
         model = compiled(mk.MaskedSparseCategoricalCrossentropy(), [mk.TokenMeanLoss()])
     l = per_token(model)
-    # two steps of global batch 2 (one sequence per replica): 12 then 3 real tokens
+    # two steps of global batch 2 (one sequence per replica): 12 then 3 real tokens; the
+    # second replica of the second step holds a single real token
     result = logs(model, model.evaluate(X, Y, batch_size=2, verbose=0, return_dict=True))
     assert result["token_mean_loss"] == pytest.approx(token_mean(l, M), rel=RTOL32)
     assert result["loss"] == pytest.approx(by_sequences(l, M, 2), rel=RTOL32)
+    for s in batches(4, 2):
+        assert scalar(model.test_on_batch(X[s], Y[s])) == pytest.approx(token_mean(l[s], M[s]), rel=RTOL32)
+
+
+
+
+# --- the runtime check is the judge: it fails on the stock loss, passes on the fix -----------
+
+try:
+    from pytest_maskloss import MaskLossMismatch
+    from pytest_maskloss import check
+except ImportError:  # only these tests need the runtime check
+    check = None
+needs_check = pytest.mark.skipif(check is None, reason="pytest_maskloss.check is not importable")
+
+
+def np_reference(y_true, y_pred):
+    return np_sparse_ce(y_true, y_pred)
+
+
+@needs_check
+def test_check_sample_weight_padding_before_fails_after_passes():
+    stock = compiled("sparse_categorical_crossentropy", mask_zero=False)
+    with pytest.raises(MaskLossMismatch) as caught:
+        check.assert_masked_loss(stock, X, Y, M, batch_size=2)
+    assert caught.value.mode == "padding-in-denominator"
+    fixed = compiled(mk.MaskedSparseCategoricalCrossentropy(), mask_zero=False)
+    report = check.assert_masked_loss(fixed, X, Y, M, batch_size=2, per_token_loss_fn=np_reference)
+    assert report.ok and report.real_tokens == int(M.sum())
+    assert {c.path for c in report.comparisons} == set(check.ALL_PATHS)
+
+
+@needs_check
+def test_check_mask_zero_before_fails_on_tf210_after_passes_everywhere():
+    stock = compiled("sparse_categorical_crossentropy")
+    if TF210:
+        with pytest.raises(MaskLossMismatch) as caught:
+            check.assert_masked_loss(stock, X, Y, batch_size=2)
+        assert caught.value.mode == "padding-in-denominator"
+    else:
+        assert check.assert_masked_loss(stock, X, Y, batch_size=2).ok
+    fixed = compiled(mk.MaskedSparseCategoricalCrossentropy())
+    assert check.assert_masked_loss(fixed, X, Y, batch_size=2, per_token_loss_fn=np_reference).ok
+
+
+@needs_check
+def test_check_token_granularity():
+    """At token granularity every per-batch figure and a one-batch epoch pass; a Keras epoch
+    *loss* over batches with different real-token counts stays weighted by sequences (the
+    loss tracker weights batches by size, whatever the loss returns): that figure is what the
+    token metrics are for."""
+    fixed = compiled(mk.MaskedSparseCategoricalCrossentropy(), [mk.TokenMeanLoss(pad_id=0)])
+    assert check.assert_masked_loss(fixed, X, Y, batch_size=4, granularity="token",
+                                    per_token_loss_fn=np_reference).ok
+    with pytest.raises(MaskLossMismatch) as caught:
+        check.assert_masked_loss(fixed, X, Y, batch_size=2, granularity="token",
+                                 per_token_loss_fn=np_reference)
+    findings = caught.value.findings
+    assert {f.mode for f in findings} == {"epoch-weighted-by-sequences"}
+    assert all(f.scope.startswith("epoch") and f.quantity == "loss" for f in findings)
+    l = per_token(fixed)
+    result = fixed.evaluate(X, Y, batch_size=2, verbose=0, return_dict=True)
+    assert float(result["token_mean_loss"]) == pytest.approx(findings[0].reference, rel=RTOL32)
+    assert findings[0].reference == pytest.approx(token_mean(l, M), rel=RTOL32)
+
+
+@needs_check
+def test_check_mixed_float16_passes(mixed_float16):
+    fixed = compiled(mk.MaskedSparseCategoricalCrossentropy())
+    assert fixed.predict(X, verbose=0).dtype == np.float16
+    assert check.assert_masked_loss(fixed, X, Y, batch_size=2, per_token_loss_fn=np_reference).ok
+
+
+@needs_check
+@pytest.mark.distributed
+def test_check_mirrored_before_fails_after_passes(mirrored):
+    if not TF210:
+        with mirrored.scope():
+            stock = compiled("sparse_categorical_crossentropy")
+        with pytest.raises(MaskLossMismatch) as caught:
+            check.assert_masked_loss(stock, X, Y, batch_size=4, paths=("evaluate", "test_on_batch"))
+        assert caught.value.mode == "replicas-weighted-equally"
+    with mirrored.scope():
+        fixed = compiled(mk.MaskedSparseCategoricalCrossentropy())
+    assert check.assert_masked_loss(fixed, X, Y, batch_size=4, per_token_loss_fn=np_reference).ok
