@@ -178,6 +178,11 @@ def test_sparse_ignore_class(rng):
     spec = LossSpec("sparse_categorical_crossentropy", ignore_class=-1)
     assert_matches_keras(per_token_loss(spec, labels, probs, flavour=FLAVOUR), expected)
     np.testing.assert_array_equal(valid_token_mask(spec, labels), labels != -1)
+    np.testing.assert_array_equal(valid_token_mask(spec, labels[..., None]), labels != -1)
+    np.testing.assert_array_equal(
+        valid_token_mask(spec, labels[:, :1], prediction_ndim=3), labels[:, :1] != -1
+    )
+    assert valid_token_mask(LossSpec("sparse_categorical_crossentropy"), labels) is None
 
 
 def test_sparse_labels_out_of_range_are_rejected():
@@ -694,3 +699,14 @@ def test_resolve_reduction_none_object():
     except (ValueError, TypeError) as error:
         pytest.skip(f"reduction=None not accepted here: {error}")
     assert resolve_loss_spec(loss).reduction == "none"
+
+
+def test_float16_predictions_are_computed_in_float32(rng):
+    if not IS_KERAS3:
+        pytest.skip("Keras 2 losses compute in float16 here; only float16 tolerances compare")
+    labels = rng.integers(0, 7, size=(2, 5))
+    _, probs = extreme_probabilities(rng, (2, 5, 7), labels)
+    probs16 = probs.astype(np.float16)
+    expected = keras_per_token("SparseCategoricalCrossentropy", labels, probs16)
+    spec = LossSpec("sparse_categorical_crossentropy")
+    assert_matches_keras(per_token_loss(spec, labels, probs16, flavour=FLAVOUR), expected)
