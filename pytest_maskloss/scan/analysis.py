@@ -722,7 +722,7 @@ class ModuleAnalysis:
         for arg in stmt.bases:
             if arg.keyword is not None:
                 continue
-            base = self.eval(arg.value, env)
+            base = self.deref(self.eval(arg.value, env))
             ref.base_refs.append(base)
             if isinstance(base, Qual):
                 leaves = base.keras_leaves()
@@ -823,9 +823,7 @@ class ModuleAnalysis:
             base = self.eval(node.value, env)
             attr = node.attr.value
             if isinstance(base, Qual):
-                q = base.attr(attr)
-                resolved = self.deref(q) if self.index is not None else q
-                return resolved
+                return base.attr(attr)  # resolved lazily (deref) where it matters
             if isinstance(base, SelfV):
                 base.cls.ensure_init() if not base.cls._init_done and attr not in base.cls.self_attrs else None
                 if attr in base.cls.self_attrs:
@@ -1013,7 +1011,7 @@ class ModuleAnalysis:
             arg = call_arg(call, 1, "loss")
             if arg is not None:
                 value = self.eval(arg, env)
-                losses = self.loss_items(value, arg)
+                losses = [(self.deref(v), n) for v, n in self.loss_items(value, arg)]
             self.eval_args(call, env)
             fact = CompileFact(self.loc(call), model, losses)
             model.compiles.append(fact)

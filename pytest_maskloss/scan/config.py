@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -484,7 +485,11 @@ def project_root(path: str) -> str:
     """The nearest folder above ``path`` holding pyproject.toml, setup.cfg, setup.py or .git;
     else the file's own folder."""
     start = os.path.abspath(path)
-    cur = start if os.path.isdir(start) else os.path.dirname(start)
+    return _root_of_dir(start if os.path.isdir(start) else os.path.dirname(start))
+
+
+@functools.lru_cache(maxsize=4096)
+def _root_of_dir(cur: str) -> str:
     first = cur
     while True:
         for marker in ("pyproject.toml", ".git", "setup.cfg", "setup.py"):

@@ -22,10 +22,7 @@ PARSE_CODE = "MSK900"
 # loss to a file that does: those mention Embedding/Masking/compute_mask/... themselves). Plain
 # substring tests on the raw bytes (memchr speed); the tokens are ASCII, so any ASCII-compatible
 # source encoding works.
-_TOKENS = (
-    b"Embedding", b"Masking", b"compute_mask", b"supports_masking", b"__call__",
-    b"sample_weight", b"y_pred", b"mask_zero",
-)
+_TOKENS = (b"Embedding", b"Masking", b"compute_mask", b"supports_masking", b"y_pred", b"mask_zero")
 _NOQA = re.compile(r"#\s*noqa(?::\s*([A-Za-z]+\d+(?:[\s,]+[A-Za-z]+\d+)*))?", re.I)
 _FILE_NOQA = re.compile(r"^\s*#\s*maskloss:\s*noqa(?::\s*([A-Za-z]+\d+(?:[\s,]+[A-Za-z]+\d+)*))?\s*$", re.I | re.M)
 
@@ -37,13 +34,23 @@ def prefilter(data) -> bool:
     for token in _TOKENS:
         if token in data:
             return True
-    start = data.find(b".compile")
-    while start != -1:
-        if not data[max(0, start - 3):start].endswith(b"re") or data[max(0, start - 3):start].isalpha():
-            return True
-        start = data.find(b".compile", start + 8)
-    if b"exp" in data and (b"history" in data or b"evaluate" in data):
+    if b"__call__" in data and b"Loss" in data:
         return True
+    if b"sample_weight" in data and (b"fit" in data or b"evaluate" in data):
+        return True
+    if b"loss" in data or b"optim" in data or b"adam" in data or b"Adam" in data:
+        start = data.find(b".compile")
+        while start != -1:
+            before = data[max(0, start - 3):start]
+            if not (before.endswith(b"re") and not before.isalpha()):
+                return True
+            start = data.find(b".compile", start + 8)
+    if b"loss" in data and (b"history" in data or b"evaluate" in data):
+        start = data.find(b"exp(")
+        while start != -1:
+            if start == 0 or not (data[start - 1:start].isalnum() or data[start - 1:start] == b"_"):
+                return True
+            start = data.find(b"exp(", start + 4)
     return False
 
 
@@ -139,7 +146,6 @@ class Scanner:
             return FileResult(path, [self._error_finding(path, 1, 1, None, f"file too complex to analyse ({type(exc).__name__})")], False)
 
     def _scan_file(self, path: str) -> FileResult:
-        index = self.index_for(path) if self.settings.link else None
         try:
             with open(path, "rb") as fh:
                 data = fh.read(MAX_BYTES + 1)
@@ -151,6 +157,7 @@ class Scanner:
             read_units(path, data)
         except SourceError as exc:
             return FileResult(path, [self._error_finding(path, 1, 1, None, str(exc))])
+        index = self.index_for(path) if self.settings.link else None
         if index is not None:
             an = index._analyses.get(path)
             if an is None:

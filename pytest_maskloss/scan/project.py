@@ -33,6 +33,7 @@ class ProjectIndex:
         self._files: list[str] | None = None
         self._texts: dict[str, str] = {}
         self._module_paths: dict[tuple[str, str], str | None] = {}
+        self._depth = 0
 
     # -- module names ------------------------------------------------------------------
     def module_name(self, path: str) -> str:
@@ -66,16 +67,24 @@ class ProjectIndex:
         return result
 
     # -- analyses ----------------------------------------------------------------------
+    MAX_DEPTH = 4  # how deep a chain of project imports is followed
+
     def analysis(self, path: str):
         path = os.path.abspath(path)
         if path in self._analyses:
             an = self._analyses[path]
         else:
+            if self._depth >= self.MAX_DEPTH:
+                return None
             self._analyses[path] = None  # guard against import cycles
             an = self._loader(path, self)
             self._analyses[path] = an
         if an is not None and not an.done and not an.running:
-            an.run()
+            self._depth += 1
+            try:
+                an.run()
+            finally:
+                self._depth -= 1
         return an
 
     def put(self, path: str, an) -> None:
