@@ -710,3 +710,17 @@ def test_float16_predictions_are_computed_in_float32(rng):
     expected = keras_per_token("SparseCategoricalCrossentropy", labels, probs16)
     spec = LossSpec("sparse_categorical_crossentropy")
     assert_matches_keras(per_token_loss(spec, labels, probs16, flavour=FLAVOUR), expected)
+
+
+def test_importing_the_reference_loads_no_framework():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pytest_maskloss.reference; "
+        "print(sorted(m for m in ('tensorflow', 'keras', 'tf_keras', 'jax') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
