@@ -90,11 +90,14 @@ def main():
             lambda: to_numpy(loss(label_tensor, tensors[kind]))
         )
         difference = np.abs(reference - expected)
+        # The one-hot row's loss is ~8e-4 and carries Keras' float32 summation error
+        # (~2e-6 absolute); relative figures are shown for the ordinary tokens.
+        ordinary = np.abs(expected) > 1e-2
         print(
             f"sparse CE from {kind:13s}: numpy {reference_seconds * 1e3:7.1f} ms, "
             f"keras {keras_seconds * 1e3:7.1f} ms, ratio numpy/keras "
-            f"{reference_seconds / keras_seconds:5.2f}; max |diff| {difference.max():.2e}, "
-            f"max rel {np.max(difference / np.maximum(np.abs(expected), 1e-30)):.2e}"
+            f"{reference_seconds / keras_seconds:5.2f}; max |diff| {difference.max():.1e}, "
+            f"max rel (loss > 0.01) {np.max(difference[ordinary] / expected[ordinary]):.1e}"
         )
 
 
