@@ -10,6 +10,8 @@ by ``assert_masked_loss`` when a figure is off.
 from __future__ import annotations
 
 import math
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -248,6 +250,15 @@ class _Check:
             atol=self.atol,
         )
 
+    @contextmanager
+    def _timed(self, what):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            timings = self.report.timings
+            timings[what] = timings.get(what, 0.0) + time.perf_counter() - start
+
     # -- set-up ---------------------------------------------------------------------------
 
     def _outputs(self, per_token_loss_fn):
@@ -452,8 +463,10 @@ class _Check:
         reg = self._regularisation(state)
         start = 0
         for index, batch in enumerate(self.data.batches()):
-            preds = self._predict(batch.x)
-            per_output = self._batch_sums(batch, preds, index, start)
+            with self._timed("predict"):
+                preds = self._predict(batch.x)
+            with self._timed("reference"):
+                per_output = self._batch_sums(batch, preds, index, start)
             total = self._total(per_output)
             for name, s in per_output.items():
                 eval_out[name].add(s)
@@ -467,7 +480,8 @@ class _Check:
             if "test_on_batch" in self.paths:
                 self._compare_batch("test_on_batch", logs, total, per_output, index, reg)
                 self._compare_metrics("test_on_batch", logs, batch, preds, f"batch {index}")
-            self._accumulate_metrics(metric_epoch, batch, preds)
+            with self._timed("reference"):
+                self._accumulate_metrics(metric_epoch, batch, preds)
             if want_train:
                 if train_mode is None:
                     train_mode = self._training_mode(batch)
@@ -497,7 +511,8 @@ class _Check:
         self._check_padding_present(epoch_eval)
 
         if "evaluate" in self.paths:
-            logs = _logs(model.evaluate(**self.data.keras_kwargs(), verbose=0, return_dict=True))
+            with self._timed("evaluate"):
+                logs = _logs(model.evaluate(**self.data.keras_kwargs(), verbose=0, return_dict=True))
             self._compare_epoch("evaluate", logs.get("loss"), "loss", epoch_eval, reg)
             if len(self.outputs) > 1:
                 for out in self.outputs:
@@ -524,7 +539,8 @@ class _Check:
                 kwargs["steps_per_epoch"] = kwargs.pop("steps", None)
                 if kwargs["steps_per_epoch"] is None:
                     kwargs.pop("steps_per_epoch")
-                history = model.fit(**kwargs, epochs=1, verbose=0, callbacks=[hold])
+                with self._timed("fit"):
+                    history = model.fit(**kwargs, epochs=1, verbose=0, callbacks=[hold])
                 reported = history.history.get("loss", [float("nan")])[-1]
                 self._compare_epoch("fit", reported, "loss", epoch_train, reg)
 

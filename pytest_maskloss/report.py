@@ -75,6 +75,7 @@ class Report:
     comparisons: list = field(default_factory=list)
     skipped: dict = field(default_factory=dict)  # path -> reason it could not be compared exactly
     notes: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)  # seconds spent: predict, reference, evaluate, fit
 
     @property
     def findings(self) -> list:
@@ -109,6 +110,7 @@ class Report:
             "comparisons": [c.as_dict() for c in self.comparisons],
             "skipped": dict(self.skipped),
             "notes": list(self.notes),
+            "timings": dict(self.timings),
         }
 
     def summary(self) -> str:

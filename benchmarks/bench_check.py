@@ -1,0 +1,90 @@
+"""What the runtime check costs against the model.evaluate it checks, and its memory.
+
+A small LSTM language model (embedding 32, LSTM 32, softmax over the vocabulary) on padded
+sequences. Measured in one run, after a warm-up of both:
+
+- ``model.evaluate`` alone (the named alternative: what a user already pays);
+- ``check_masked_loss(paths=("evaluate",))``: the check's own prediction pass, the numpy
+  reference, and the evaluate it compares — with the time of each part;
+- peak memory of the check (tracemalloc: numpy and Python allocations) as the number of batches
+  grows, to show it is flat.
+
+    python benchmarks/bench_check.py                      # 4,000 x 128, vocabulary 8,000
+    python benchmarks/bench_check.py --sequences 20000     # the size of the issue (slow on 2 cores)
+"""
+
+import argparse
+import time
+import tracemalloc
+
+import numpy as np
+
+import keras
+from pytest_maskloss import check_masked_loss
+
+
+def padded(n, length, vocab, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, length + 1, size=n)
+    tokens = rng.integers(1, vocab, size=(n, length), dtype=np.int32)
+    tokens[np.arange(length)[None, :] >= lengths[:, None]] = 0
+    return tokens
+
+
+def model_for(vocab):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((None,), dtype="int32"),
+        keras.layers.Embedding(vocab, 32, mask_zero=True),
+        keras.layers.LSTM(32, return_sequences=True),
+        keras.layers.Dense(vocab, activation="softmax"),
+    ])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sequences", type=int, default=4000)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--vocab", type=int, default=8000)
+    parser.add_argument("--batch", type=int, default=64)
+    args = parser.parse_args()
+    x = padded(args.sequences, args.length, args.vocab)
+    model = model_for(args.vocab)
+    print(f"keras {keras.__version__} ({keras.config.backend()}); {args.sequences} sequences x "
+          f"{args.length}, vocabulary {args.vocab}, batch {args.batch}; "
+          f"{int((x != 0).sum())} real tokens of {x.size}")
+
+    warm = x[: args.batch * 2]
+    model.evaluate(warm, warm, batch_size=args.batch, verbose=0)
+    check_masked_loss(model, warm, warm, batch_size=args.batch, paths=("evaluate",), metrics=False)
+
+    start = time.perf_counter()
+    model.evaluate(x, x, batch_size=args.batch, verbose=0)
+    evaluate = time.perf_counter() - start
+
+    start = time.perf_counter()
+    report = check_masked_loss(model, x, x, batch_size=args.batch, paths=("evaluate",), metrics=False)
+    check = time.perf_counter() - start
+    t = report.timings
+    print(f"model.evaluate alone:              {evaluate:8.2f} s")
+    print(f"check_masked_loss (evaluate path): {check:8.2f} s   ratio to evaluate {check / evaluate:.2f}x")
+    print(f"  of which evaluate it checks:     {t.get('evaluate', 0):8.2f} s")
+    print(f"  of which prediction pass:        {t.get('predict', 0):8.2f} s   ({t.get('predict', 0) / evaluate:.0%} of evaluate)")
+    print(f"  of which numpy reference:        {t.get('reference', 0):8.2f} s   ({t.get('reference', 0) / evaluate:.0%} of evaluate; target <= 25%)")
+    print(f"  result: {'ok' if report.ok else [f.mode for f in report.findings][:3]}")
+
+    print("peak memory of the check (tracemalloc) by number of batches:")
+    small = 32
+    for batches in (8, 32, 128):
+        data = padded(small * batches, args.length, args.vocab, seed=batches)
+        tracemalloc.start()
+        check_masked_loss(model, data, data, batch_size=small, paths=("evaluate",), metrics=False)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        print(f"  {batches:4d} batches: peak {peak / 2**20:8.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
