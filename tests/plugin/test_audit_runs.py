@@ -1,0 +1,194 @@
+"""``pytest --maskloss`` on a real mini suite (tests/plugin/minisuite.py) in a subprocess.
+
+One warn run and one strict run are shared by the tests of this module (each run imports
+TensorFlow and trains a dozen small models); heavier variants (no-audit comparison, xdist,
+other stacks, the bundled example) are marked slow.
+
+Expected figures come from the suite itself: each wrong test computes, with its own numpy
+cross-entropy on the model's predictions, the figure Keras should report and the masked
+reference, before making its call.
+"""
+
+import json
+import math
+import xml.etree.ElementTree as ET
+from importlib.metadata import version
+
+import numpy as np
+import pytest
+
+from minisuite import CLEAN, NO_RECORD, WRONG, write_suite
+from runner import run_pytest, summary_rows, totals_line
+
+NODE = "test_mini.py::"
+
+
+@pytest.fixture(scope="module")
+def warn_run(tmp_path_factory):
+    directory = write_suite(tmp_path_factory.mktemp("warn"))
+    result = run_pytest(directory, "--maskloss", "--maskloss-report=out/report.json",
+                        "--junitxml=out/junit.xml", "-rA")
+    return result, directory / "out"
+
+
+def expected(out, test):
+    return json.loads((out / "expected" / f"{test}.json").read_text())
+
+
+def report(out):
+    return json.loads((out / "report.json").read_text())
+
+
+# --- warn ----------------------------------------------------------------------------------
+
+
+def test_warn_mode_keeps_every_outcome(warn_run):
+    result, out = warn_run
+    result.assert_outcomes(passed=13, failed=1)  # what the suite gives without the audit
+    assert any(l.startswith("FAILED test_mini.py::test_fails_on_its_own") for l in result.outlines)
+    assert "maskloss: auditing Keras models (warn mode); Keras " + version("keras") in result.stdout.str()
+
+
+@pytest.mark.parametrize("test", ["test_padding_as_sample_weight", "test_conv1d_loses_the_mask",
+                                  "test_loss_overrides_dunder_call", "test_marker_sets_token_granularity"])
+def test_each_failure_mode_shows_in_the_summary_with_its_figures(warn_run, test):
+    result, out = warn_run
+    want = expected(out, test)
+    (row,) = summary_rows(result)[NODE + test]
+    assert row[1] == want["model"] and row[2].startswith(want["path"]) and row[3] == want["mode"]
+    assert float(row[4]) == pytest.approx(want["reported"], rel=1e-5)
+    assert float(row[5]) == pytest.approx(want["reference"], rel=1e-5)
+    rel = (want["reported"] - want["reference"]) / want["reference"]
+    assert float(row[6].rstrip("%")) == pytest.approx(100 * rel, abs=0.006)  # shown to 2 decimals
+    (finding,) = [f for f in report(out)["findings"] if f["test"] == NODE + test]
+    assert (finding["model"], finding["path"], finding["mode"]) == (want["model"], want["path"], want["mode"])
+    assert finding["reported"] == pytest.approx(want["reported"], rel=1e-5)
+    assert finding["reference"] == pytest.approx(want["reference"], rel=1e-5)
+    assert finding["relative_error"] == pytest.approx(rel, rel=1e-4)
+    assert finding["scope"].startswith("batch" if want["batch_scope"] else "epoch")
+
+
+def test_conv1d_finding_names_the_layer(warn_run):
+    result, out = warn_run
+    (finding,) = [f for f in report(out)["findings"] if f["test"] == NODE + "test_conv1d_loses_the_mask"]
+    assert finding["detail"] == "layer 'conv' drops the mask"
+
+
+def test_clean_models_have_no_finding_and_unmasked_models_cost_no_check(warn_run):
+    result, out = warn_run
+    data = report(out)
+    audits = data["audits"]
+    for test in CLEAN:
+        mine = [a for a in audits if a["test"] == NODE + test]
+        assert mine and all(a["status"] == "ok" and not a["findings"] for a in mine)
+        assert NODE + test not in summary_rows(result)
+    assert sorted(a["path"] for a in audits if a["test"] == NODE + CLEAN[0]) == sorted(
+        ["fit", "evaluate", "train_on_batch", "test_on_batch"])
+    # identity_lm calls fit twice: audited once per model, path and test
+    assert sorted(a["path"] for a in audits if a["test"] == NODE + "test_identity_audited") == [
+        "evaluate", "fit", "train_on_batch"]
+    for test in NO_RECORD:  # no mask source, or opted out: no check ran, nothing recorded
+        assert not [a for a in audits if a["test"] == NODE + test]
+    assert set(summary_rows(result)) == {NODE + t for t in WRONG}
+
+
+def test_one_shot_generator_is_recorded_not_consumed(warn_run):
+    result, out = warn_run
+    (entry,) = report(out)["not_audited"]
+    assert entry["test"] == NODE + "test_one_shot_generator" and entry["path"] == "fit"
+    assert entry["reason"].startswith("one-shot generator")
+    assert "not audited (1x): one-shot generator" in result.stdout.str()
+
+
+def test_totals_line_and_json_totals(warn_run):
+    result, out = warn_run
+    totals = report(out)["totals"]
+    modes = {}
+    for mode in WRONG.values():
+        modes[mode] = modes.get(mode, 0) + 1
+    assert totals["by_mode"] == modes
+    assert totals["findings"] == totals["tests_with_findings"] == len(WRONG)
+    # 7 wrong tests x 1 call, clean model 4 paths, identity model 3 paths
+    assert totals["audited_calls"] == len(WRONG) + 4 + 3
+    assert totals["not_audited"] == 1
+    line = totals_line(result)
+    assert line.startswith(f"maskloss (warn): 14 call(s) audited in 9 test(s); {len(WRONG)} finding(s) in {len(WRONG)} test(s)")
+    assert report(out)["mode"] == "warn" and report(out)["keras"].startswith("Keras " + version("keras"))
+
+
+def test_each_finding_is_a_junit_property(warn_run):
+    result, out = warn_run
+    tree = ET.parse(out / "junit.xml")
+    props = {}
+    for case in tree.iter("testcase"):
+        props[case.get("name")] = [(p.get("name"), p.get("value")) for p in case.iter("property")]
+    for test, mode in WRONG.items():
+        values = [v for n, v in props[test] if n == "maskloss"]
+        assert len(values) == 1 and f": {mode};" in values[0]
+    want = expected(out, "test_padding_as_sample_weight")
+    (value,) = [v for n, v in props["test_padding_as_sample_weight"] if n == "maskloss"]
+    assert f"reported {want['reported']:.7g}, reference {want['reference']:.7g}" in value
+    assert not [n for n, v in props["test_clean_masked_model_on_every_path"] if n.startswith("maskloss")]
+    assert [n for n, v in props["test_one_shot_generator"]] == ["maskloss_not_audited"]
+
+
+def test_weights_and_losses_after_fit_are_those_of_an_unaudited_run(warn_run):
+    result, out = warn_run
+    audited = np.load(out / "state" / "audited.npz")
+    plain = np.load(out / "state" / "not_audited.npz")  # same model and calls, opted out
+    assert sorted(audited.files) == sorted(plain.files) and len(audited.files) > 6
+    for key in audited.files:
+        np.testing.assert_array_equal(audited[key], plain[key], err_msg=key)
+    assert len(audited["losses"]) == 4 and np.all(np.isfinite(audited["losses"]))
+    printed = [l for l in result.outlines if l.startswith("losses [")]
+    assert len(printed) == 3 and printed[1] == printed[2]  # sample-weight test, then the pair
+
+
+def test_wrappers_exist_during_the_session_only(warn_run):
+    result, out = warn_run
+    assert json.loads((out / "during_session.json").read_text()) is True
+    after = json.loads((out / "after_session.json").read_text())
+    assert after == {"keras": {"wrapped": [], "own": []}}  # Keras 3 Model defines none itself
+
+
+def test_a_test_that_patches_model_fit_still_works(warn_run):
+    result, out = warn_run
+    assert json.loads((out / "spy_calls.json").read_text()) == [4]  # the audit's calls bypass it
+    assert NODE + "test_spy_on_model_fit" in summary_rows(result)
+    assert any(l.startswith("PASSED test_mini.py::test_spy_on_model_fit") for l in result.outlines)
+
+
+# --- strict --------------------------------------------------------------------------------
+
+STRICT_SELECTION = "sample_weight or conv1d or dunder or clean or swallows or opted_out"
+
+
+@pytest.fixture(scope="module")
+def strict_run(tmp_path_factory):
+    directory = write_suite(tmp_path_factory.mktemp("strict"))
+    return run_pytest(directory, "--maskloss=strict", "-k", STRICT_SELECTION)
+
+
+def test_strict_fails_the_test_that_made_the_call(strict_run):
+    result = strict_run
+    result.assert_outcomes(passed=2, failed=4)
+    text = result.stdout.str()
+    for test, mode in [("test_padding_as_sample_weight", "padding-in-denominator"),
+                       ("test_conv1d_loses_the_mask", "mask-lost"),
+                       ("test_loss_overrides_dunder_call", "loss-ignores-mask")]:
+        assert any(l.startswith(f"FAILED test_mini.py::{test} - ") for l in result.outlines), test
+        assert f"({mode})" in text
+    raised = [l for l in result.outlines if l.startswith("E   ") and "MaskLossMismatch: maskloss (--maskloss=strict)" in l]
+    assert len(raised) == 3
+    # the traceback ends at the test's own call, not inside the wrapper
+    assert ">       history = model.fit(x, x, sample_weight=w, batch_size=4, verbose=0)" in text
+    assert "def wrapper(" not in text
+    assert "fit reports a loss that is not the masked reference: padding is counted in the denominator" in text
+    assert "layer 'conv' drops the mask" in text
+
+
+def test_strict_fails_a_test_that_swallowed_the_mismatch(strict_run):
+    result = strict_run
+    assert any(l.startswith("FAILED test_mini.py::test_swallows_exceptions") for l in strict_run.outlines)
+    assert "the test swallowed the MaskLossMismatch raised by its call" in result.stdout.str()
+    assert totals_line(result).startswith("maskloss (strict): ")
