@@ -18,7 +18,7 @@ def run_pytest(directory, *args, env=None, timeout=900):
     clean.update(env or {})
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", *args],
         cwd=directory, env=clean, capture_output=True, text=True, timeout=timeout,
     )
     return pytest.RunResult(proc.returncode, proc.stdout.splitlines(), proc.stderr.splitlines(),
