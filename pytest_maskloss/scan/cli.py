@@ -113,7 +113,7 @@ def run_scan(args) -> int:
     parsed = sum(1 for r in results if r.parsed)
 
     if args.fix or args.diff:
-        code = _fixes(findings, args, err)
+        code = _fixes(findings, args, err, settings.scan_set)
         if code is not None:
             return code
         if args.fix:
@@ -160,13 +160,15 @@ def _dedupe(findings):
     return out
 
 
-def _fixes(findings, args, err):
+def _fixes(findings, args, err, scan_set=frozenset()):
     from pytest_maskloss.scan import fixer
 
     chosen = fixer.choose(findings, args.unsafe_fixes)
     withheld = sum(1 for f in findings if f.fix is not None and not f.fix.safe and not args.unsafe_fixes)
     by_path: dict[str, list] = {}
     for f in chosen:
+        if os.path.abspath(f.path) not in scan_set:
+            continue  # found through a cross-module link in a file not being scanned
         by_path.setdefault(f.path, []).append(f)
     fixed = 0
     failed = False

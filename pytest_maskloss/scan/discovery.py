@@ -177,8 +177,7 @@ def discover(paths, exclude=(), force_exclude=False, respect_gitignore=True, bas
                     continue
                 if respect_gitignore and _explicitly_ignored(path):
                     continue
-                parent, name = os.path.split(path)
-                if any(_skip_dir(os.path.dirname(p), os.path.basename(p)) for p in _parents(parent)):
+                if any(_skip_dir(os.path.dirname(p), os.path.basename(p)) for p in _parents_below(os.path.dirname(path), base)):
                     continue
             real = os.path.realpath(path)
             if real not in seen:
@@ -243,9 +242,13 @@ def _explicitly_ignored(path: str) -> bool:
     return _ignored(path, False, ignores)
 
 
-def _parents(folder: str):
+def _parents_below(folder: str, base: str):
+    """``folder`` and its parents, stopping before ``base`` (or at the git root when ``folder``
+    is not under ``base``): folders above the project are never reasons to skip."""
+    base = os.path.abspath(base)
+    stop = base if (folder + os.sep).startswith(base + os.sep) else (_git_root(folder) or folder)
     cur = folder
-    while True:
+    while cur != stop:
         yield cur
         parent = os.path.dirname(cur)
         if parent == cur:

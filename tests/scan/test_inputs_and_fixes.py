@@ -194,3 +194,10 @@ def test_overlapping_fixes_apply_once(tmp_path):
     b = Finding(str(path), 1, 2, "MSK001", "m", fix=Fix("b", (Edit(4, 5, "3"), imp), True))
     old, new, applied = fixer.fixed_content(str(path), [a, b])
     assert new == b"import os\nx = 2\n" and applied == [a]
+
+
+def test_fixes_apply_only_to_scanned_files(project, run):
+    before = (project / "train.py").read_text()
+    code, out, err = run("models.py", "--fix", "--unsafe-fixes")
+    assert (project / "train.py").read_text() == before
+    assert code == 1  # the finding in train.py is still reported
