@@ -320,3 +320,19 @@ def _functional_mask_dropper(info: KerasInfo, model, x):
         except Exception:  # a layer used twice, nested model, ...: no name rather than a wrong one
             continue
     return None
+
+
+def output_layers(model) -> list:
+    """The layer that produces each of the model's outputs (None where it cannot be told)."""
+    outputs = getattr(model, "outputs", None)
+    if not outputs:
+        layers = getattr(model, "layers", [])
+        return [layers[-1]] if layers else [None]
+    found = []
+    for tensor in outputs:
+        history = getattr(tensor, "_keras_history", None)
+        layer = getattr(history, "operation", None) or getattr(history, "layer", None)
+        if layer is None and isinstance(history, tuple) and history:
+            layer = history[0]
+        found.append(layer)
+    return found

@@ -20,7 +20,13 @@ from pytest_maskloss import _keras
 from pytest_maskloss.data import Batch, DataSource
 from pytest_maskloss.diagnose import Candidate, judge
 from pytest_maskloss.errors import MaskLossInputError, MaskLossMismatch
-from pytest_maskloss.reference import LossSpec, per_token_loss, resolve_loss_spec, valid_token_mask
+from pytest_maskloss.reference import (
+    LossSpec,
+    activation_unwrapped_by_keras,
+    per_token_loss,
+    resolve_loss_spec,
+    valid_token_mask,
+)
 from pytest_maskloss.report import Comparison, Report, mismatch_message
 
 ALL_PATHS = ("evaluate", "test_on_batch", "train_on_batch", "fit")
@@ -119,11 +125,13 @@ class _Output:
     spec: LossSpec | None
     fn: object  # numpy per-token function (custom) or None
     weight: float = 1.0
+    # TensorFlow stacks compute a cross-entropy from the logits under a softmax/sigmoid output
+    unwrapped: str | None = None
 
     def per_token(self, y_true, y_pred, flavour):
         if self.fn is not None:
             return np.asarray(self.fn(np.asarray(y_true), np.asarray(y_pred)), dtype=np.float64)
-        return per_token_loss(self.spec, y_true, y_pred, flavour=flavour)
+        return per_token_loss(self.spec, y_true, y_pred, flavour=flavour, unwrapped_activation=self.unwrapped)
 
 
 @dataclass
@@ -275,6 +283,7 @@ class _Check:
         else:
             per_output = [(names[0] if len(names) == 1 else n, loss) for n in names]
         weights = _loss_weights(self.model, names)
+        layers = _keras.output_layers(self.model)
         outputs = []
         for index, (name, item) in enumerate(per_output):
             if item is None:
@@ -290,7 +299,9 @@ class _Check:
                 )
             if fn is not None:
                 text += " (reference: per_token_loss_fn)"
-            outputs.append(_Output(name, index, text, spec if fn is None else spec, fn, weights.get(name, 1.0)))
+            layer = layers[index] if index < len(layers) else None
+            unwrapped = activation_unwrapped_by_keras(layer, self.flavour) if layer is not None and spec is not None and not spec.from_logits else None
+            outputs.append(_Output(name, index, text, spec, fn, weights.get(name, 1.0), unwrapped))
         return outputs
 
     def _resolve_pad_in(self, pad_in):
@@ -408,6 +419,13 @@ class _Check:
             if ignore is not None:
                 m = m & ignore.reshape(m.shape)
             w = self._user_weights(batch, losses.shape)
+            if np.any(~np.isfinite(losses[m])) and out.unwrapped and np.all(np.isfinite(p_out)):
+                raise MaskLossInputError(
+                    f"output {out.name!r}: a {out.unwrapped} probability underflowed to 0 at a real "
+                    f"token of batch {batch_index}. Keras on TensorFlow computes this loss from the "
+                    f"logits under the {out.unwrapped}, which the predictions cannot give back; "
+                    "check a model with a linear output and a from_logits=True loss"
+                )
             if np.any(~np.isfinite(losses[m])):
                 raise MaskLossInputError(
                     f"output {out.name!r}: the model's predictions give a non-finite loss at "
@@ -707,7 +725,7 @@ class _Check:
             return _accuracy(base, out.spec, y_out, p_out), out, y_out
         if base in _CROSSENTROPY_NAMES:
             spec = LossSpec(name=base)
-            return per_token_loss(spec, y_out, p_out, flavour=self.flavour), out, y_out
+            return per_token_loss(spec, y_out, p_out, flavour=self.flavour, unwrapped_activation=out.unwrapped), out, y_out
         return None
 
     def _metric_output(self, name):

@@ -409,3 +409,34 @@ def test_custom_loss_without_a_reference():
     x = padded_tokens()
     with pytest.raises(MaskLossInputError, match="per_token_loss_fn"):
         assert_masked_loss(language_model(loss=masked_mean_loss), x, x)
+
+
+def saturated_model(from_logits):
+    """A confident model: logits far apart, so softmax probabilities underflow in float32."""
+    model = language_model(mask_zero=True, uniform=True)
+    head = model.get_layer("next_token")
+    kernel, bias = head.get_weights()
+    bias[:] = np.linspace(0.0, 150.0, bias.size)  # p(class 0) ~ exp(-150): 0 in float32
+    head.set_weights([kernel, bias])
+    if from_logits:
+        head.activation = keras.activations.linear
+        model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+@pytest.mark.skipif(OLD_TF_KERAS, reason="tf.keras < 2.11 reports masked losses wrong")
+def test_saturated_softmax_output_is_checked_exactly_or_refused_clearly():
+    x = padded_tokens()
+    # from logits: exact on every stack, the losses around 150 are real
+    report = assert_masked_loss(saturated_model(True), x, x, batch_size=2, paths=("evaluate",))
+    assert report.ok and report.token_mean > 50
+    model = saturated_model(False)
+    if TF_BACKEND:
+        # Keras takes the logits from under the softmax; the probabilities cannot give them back
+        with pytest.raises(MaskLossInputError, match="underflowed"):
+            assert_masked_loss(model, x, x, batch_size=2, paths=("evaluate",))
+    else:  # JAX computes from the clipped probabilities: -log(1e-7) at most
+        report = assert_masked_loss(model, x, x, batch_size=2, paths=("evaluate",))
+        expected = token_losses(model, x, x)[x != 0].mean()  # clipped at 1e-7 where p underflowed
+        assert report.ok and report.token_mean == pytest.approx(expected, rel=1e-5)
+        assert expected > 5
