@@ -440,3 +440,19 @@ def test_saturated_softmax_output_is_checked_exactly_or_refused_clearly():
         expected = token_losses(model, x, x)[x != 0].mean()  # clipped at 1e-7 where p underflowed
         assert report.ok and report.token_mean == pytest.approx(expected, rel=1e-5)
         assert expected > 5
+
+
+@pytest.mark.skipif(OLD_TF_KERAS, reason="tf.keras < 2.11 reports masked losses wrong")
+@pytest.mark.parametrize("policy, rtol", [("mixed_float16", 1e-3), ("mixed_bfloat16", 1e-2)])
+def test_mixed_precision_uses_the_tolerance_of_its_compute_dtype(policy, rtol):
+    x = padded_tokens()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = language_model()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    report = assert_masked_loss(model, x, x, batch_size=2, paths=("evaluate", "test_on_batch"))
+    assert report.ok and report.rtol == rtol
+    # a tolerance given by the caller wins over the dtype default
+    tight = pytest_maskloss.check_masked_loss(model, x, x, batch_size=2, paths=("evaluate",), rtol=1e-9, atol=0)
+    assert tight.rtol == 1e-9
