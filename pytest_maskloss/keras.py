@@ -33,9 +33,12 @@ the sample weights (2.10 and later alike) before calling the loss, Keras 3 leave
 ``y_pred``; a ratio of sums is the same either way. The loss declares ``reduction="sum"``: Keras
 2 then neither rescales the mask nor divides the loss by the number of replicas, and multiplies
 only the *reported* value by the number of replicas; Keras 3 never scales a loss that does its
-own reduction and multiplies the reported value by the number of replicas too. Each replica
-returns its share ``sum_replica(l*w*m) / sum_global(w*m)``: the summed gradients are the
-gradients of the global token mean and the reported value is the global token mean.
+own reduction and multiplies the reported value by the number of replicas too. Under
+``tf.distribute`` each replica's gradient comes from its share ``sum_replica(l*w*m) /
+sum_global(w*m)`` (Keras sums the replicas' gradients: the gradient of the global token mean),
+while its value is ``global_mean / replicas`` (through ``stop_gradient``): Keras reports
+``replicas * value`` averaged over the replicas weighted by their batch sizes, which is the
+global token mean whatever the split, and the values summed over replicas are the global mean.
 """
 
 import math
@@ -166,30 +169,38 @@ def _to_rank(x, rank):
     return x
 
 
-def _global_sum(value):
-    """Sum of ``value`` over the replicas of the current ``tf.distribute`` step.
-
-    Identity outside a multi-replica replica context and on non-TensorFlow backends (JAX
-    computes the loss on global arrays, so its sums are already global).
-    """
+def _replicas_in_sync():
+    """Number of replicas of the current ``tf.distribute`` replica context (1 outside one)."""
     if _backend_name() != "tensorflow":
-        return value
+        return 1
     import tensorflow as tf
 
     if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
-        return value
+        return 1
     ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync <= 1:
-        return value
+    return 1 if ctx is None else int(ctx.num_replicas_in_sync)
+
+
+def _global_sums(*values):
+    """Each scalar summed over the replicas of the current ``tf.distribute`` step.
+
+    Only called with more than one replica (TensorFlow). JAX computes the loss on global
+    arrays, so its sums are already global.
+    """
+    import tensorflow as tf
+
+    ctx = tf.distribute.get_replica_context()
+    stacked = tf.stack([tf.cast(v, tf.float32) for v in values])
 
     # Not ``ctx.all_reduce``: a collective op there takes the collective instance key that a
     # MirroredStrategy created earlier in the same process may have used for something else
     # (measured: "Shape mismatch in the collective instance 100"). A merge_call that adds the
-    # per-replica scalars needs no collective.
+    # per-replica values needs no collective.
     def _add(strategy, per_replica):
         return tf.add_n([tf.identity(v) for v in strategy.experimental_local_results(per_replica)])
 
-    return tf.identity(ctx.merge_call(_add, args=(value,)))
+    total = tf.identity(ctx.merge_call(_add, args=(stacked,)))
+    return tuple(tf.unstack(tf.stop_gradient(total)))
 
 
 def _resolve_loss(loss):
@@ -276,8 +287,20 @@ class MaskedLoss(_TokenTerms, keras.losses.Loss):
     def __call__(self, y_true, y_pred, sample_weight=None):
         values, weights = self._terms(y_true, y_pred, sample_weight)
         numerator = _sum(values * weights)
-        denominator = _stop_gradient(_global_sum(_sum(weights)))
-        return _divide_no_nan(numerator, denominator)
+        denominator = _stop_gradient(_sum(weights))
+        replicas = _replicas_in_sync()
+        if replicas == 1:
+            return _divide_no_nan(numerator, denominator)
+        # tf.distribute: the gradients must come from this replica's share of the global token
+        # mean (Keras sums the replicas' gradients) ...
+        global_numerator, global_denominator = _global_sums(numerator, denominator)
+        share = _divide_no_nan(numerator, global_denominator)
+        # ... and the value must be global_mean / replicas on every replica: Keras reports
+        # replicas * value averaged over replicas weighted by their batch sizes, which is then
+        # the global mean even when a batch is split unevenly, and the values summed over the
+        # replicas (a custom loop's strategy.reduce) are the global mean too.
+        report = _divide_no_nan(global_numerator, global_denominator) / float(replicas)
+        return share + _stop_gradient(report - share)
 
     def call(self, y_true, y_pred):
         """Unreduced per-token loss (padding not removed): what the wrapper averages."""
