@@ -205,6 +205,13 @@ def test_after_mask_zero_gives_token_mean(form):
     assert_paths(all_paths(model, X, Y, paths=paths), token_mean(l, M))
 
 
+def test_after_per_sequence_sample_weights_with_mask():
+    w = np.array([1.0, 0.0, 2.0, 1.0], "float32")  # one weight per sequence, (B,)
+    model = compiled(mk.MaskedSparseCategoricalCrossentropy())
+    l = per_token(model)
+    assert_paths(all_paths(model, X, Y, sample_weight=w, paths=QUICK_PATHS), token_mean(l, M * w[:, None]))
+
+
 def test_after_mask_and_sample_weight_combine():
     w = np.array([[1.0], [0.0], [2.0], [1.0]]) * np.ones((4, T))  # second sequence dropped
     model = compiled(mk.MaskedSparseCategoricalCrossentropy())
