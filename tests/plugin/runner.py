@@ -35,7 +35,10 @@ def summary_rows(result):
     except StopIteration:
         return {}
     rows = {}
-    for line in lines[start + 1:]:
+    body = lines[start + 1:]
+    while body and not body[0].strip():  # a stack may leave the terminal mid-line
+        body.pop(0)
+    for line in body:
         if not line.strip() or line.startswith(("maskloss (", "=")):
             break
         if line.startswith(("test ", "----")):

@@ -192,3 +192,100 @@ def test_strict_fails_a_test_that_swallowed_the_mismatch(strict_run):
     assert any(l.startswith("FAILED test_mini.py::test_swallows_exceptions") for l in strict_run.outlines)
     assert "the test swallowed the MaskLossMismatch raised by its call" in result.stdout.str()
     assert totals_line(result).startswith("maskloss (strict): ")
+
+
+# --- slow: the same suite without the audit, under xdist, on the other stacks, the example ----
+
+
+@pytest.mark.slow
+def test_outcomes_printed_losses_and_weights_are_those_of_a_run_without_maskloss(warn_run, tmp_path):
+    audited, audited_out = warn_run
+    directory = write_suite(tmp_path)
+    plain = run_pytest(directory, "-rA")
+    plain.assert_outcomes(passed=13, failed=1)
+    assert "maskloss audit" not in plain.stdout.str() and "maskloss: auditing" not in plain.stdout.str()
+
+    def printed(result):
+        return [l for l in result.outlines if l.startswith(("losses ", "evaluate ", "test_on_batch "))]
+
+    assert printed(plain) == printed(audited) and len(printed(plain)) == 5
+    for name in ("audited", "not_audited"):
+        a = np.load(audited_out / "state" / f"{name}.npz")
+        b = np.load(directory / "out" / "state" / f"{name}.npz")
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}: {key}")
+    warnings = [l for l in plain.outlines if "UserWarning" in l]
+    assert warnings == [l for l in audited.outlines if "UserWarning" in l]
+    assert json.loads((directory / "out" / "during_session.json").read_text()) is False
+
+
+@pytest.mark.slow
+def test_xdist_workers_findings_are_merged_into_one_summary(tmp_path):
+    pytest.importorskip("xdist")
+    directory = write_suite(tmp_path)
+    # Keras imported at collection: the wrappers are installed before the first test
+    result = run_pytest(directory, "-n", "2", "--maskloss", "--maskloss-report=out/report.json",
+                        env={"MINI_IMPORT": "collection"})
+    result.assert_outcomes(passed=13, failed=1)
+    rows = summary_rows(result)
+    assert set(rows) == {NODE + t for t in WRONG}
+    for test, mode in WRONG.items():
+        assert [r[3] for r in rows[NODE + test]] == [mode]
+    data = json.loads((directory / "out" / "report.json").read_text())
+    assert data["totals"]["findings"] == len(WRONG) and data["totals"]["audited_calls"] == len(WRONG) + 7
+    workers = [l for l in result.outlines if "maskloss: auditing Keras models" in l]
+    assert len(workers) == 1  # one header, from the controller
+    assert totals_line(result).startswith(f"maskloss (warn): 14 call(s) audited in 9 test(s); {len(WRONG)} finding(s)")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stack", ["tf_keras", "jax"])
+def test_failure_modes_on_the_other_stacks(tmp_path, stack):
+    env = {"TF_USE_LEGACY_KERAS": "1"} if stack == "tf_keras" else {"KERAS_BACKEND": "jax"}
+    if stack == "tf_keras":
+        pytest.importorskip("tf_keras")
+    else:
+        pytest.importorskip("jax")
+    directory = write_suite(tmp_path)
+    result = run_pytest(directory, "--maskloss", "--maskloss-report=out/report.json", "-k",
+                        "sample_weight or conv1d or dunder or clean or identity", env=env)
+    result.assert_outcomes(passed=6)
+    rows = summary_rows(result)
+    for test in ("test_padding_as_sample_weight", "test_conv1d_loses_the_mask", "test_loss_overrides_dunder_call"):
+        want = expected(directory / "out", test)
+        (row,) = rows[NODE + test]
+        assert row[3] == want["mode"], test
+        assert float(row[4]) == pytest.approx(want["reported"], rel=1e-5)
+        assert float(row[5]) == pytest.approx(want["reference"], rel=1e-5)
+    assert set(rows) == {NODE + t for t in ("test_padding_as_sample_weight", "test_conv1d_loses_the_mask",
+                                            "test_loss_overrides_dunder_call")}
+    label = json.loads((directory / "out" / "report.json").read_text())["findings"][0]["keras"]
+    if stack == "tf_keras":
+        assert label.startswith("tf_keras ")
+    else:
+        assert label.startswith("Keras 3") and label.endswith("(jax backend)")
+    audited = np.load(directory / "out" / "state" / "audited.npz")
+    plain = np.load(directory / "out" / "state" / "not_audited.npz")
+    for key in audited.files:
+        np.testing.assert_array_equal(audited[key], plain[key], err_msg=key)
+    after = json.loads((directory / "out" / "after_session.json").read_text())
+    flavour = "tf_keras" if stack == "tf_keras" else "keras"
+    assert after[flavour]["wrapped"] == []
+    if stack == "tf_keras":  # tf_keras.Model defines the four methods itself: they are back
+        assert after["tf_keras"]["own"] == ["evaluate", "fit", "test_on_batch", "train_on_batch"]
+
+
+@pytest.mark.slow
+def test_bundled_example_prints_the_findings_table(tmp_path):
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    if not (root / "examples" / "lm_suite").is_dir():
+        pytest.skip("examples/lm_suite not present")
+    result = run_pytest(root, "--maskloss", "examples/lm_suite", env={"MINI_OUT": str(tmp_path)})
+    rows = summary_rows(result)
+    conv = rows["examples/lm_suite/test_training.py::test_conv_language_model_learns"]
+    assert sorted((r[2], r[3]) for r in conv) == [("evaluate", "mask-lost"), ("fit", "mask-lost")]
+    assert "examples/lm_suite/test_training.py::test_lstm_language_model_learns" not in rows
+    assert [r[3] for r in rows["examples/lm_suite/test_language_model.py::test_sample_weight_padding"]] == [
+        "padding-in-denominator"]
