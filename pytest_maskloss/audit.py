@@ -110,6 +110,8 @@ class AuditPlugin:
         return f"maskloss: auditing Keras models ({self.settings.mode} mode); {keras_label()}"
 
     def pytest_sessionstart(self, session):
+        if self.config.pluginmanager.hasplugin("dsession"):
+            return  # the xdist controller runs no test: only its workers audit
         self.install()
         self.watcher = _ImportWatcher(self.install)
         sys.meta_path.insert(0, self.watcher)
@@ -269,9 +271,19 @@ class AuditPlugin:
             _DEPTH.value += 1
             try:
                 plan = plugin._plan(model, method, signature, args, kwargs)
-                before = _state(model) if plan is not None and method in ("fit", "train_on_batch") else None
+                before = None
+                if plan is not None and method in ("fit", "train_on_batch"):
+                    try:
+                        before = _state(model)
+                    except Exception:  # cannot copy the state: leave this call alone
+                        plan = None
                 result = func(model, *args, **kwargs)
-                message = plugin._audit(model, method, plan, before) if plan is not None else None
+                message = None
+                if plan is not None:
+                    try:
+                        message = plugin._audit(model, method, plan, before)
+                    except Exception:  # _audit records its own errors; this is a last resort
+                        message = None
             finally:
                 _DEPTH.value -= 1
             if message is not None:
