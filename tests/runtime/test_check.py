@@ -274,10 +274,10 @@ def test_correct_hand_written_masked_loss_passes():
 @pytest.mark.skipif(OLD_TF_KERAS, reason="tf.keras < 2.11 reports masked losses wrong")
 def test_masked_language_model_passes_on_every_path_and_data_kind():
     x = padded_tokens()
-    model = language_model(metrics=["accuracy"])
+    model = language_model(metrics=["accuracy", "sparse_categorical_crossentropy"])
     report = assert_masked_loss(model, x, x, batch_size=2)
     assert report.ok and report.batches == 2
-    assert {c.quantity for c in report.comparisons} >= {"loss", "accuracy"}
+    assert {c.quantity for c in report.comparisons} >= {"loss", "accuracy", "sparse_categorical_crossentropy"}
     dataset = tf.data.Dataset.from_tensor_slices((x, x)).batch(3)
     assert assert_masked_loss(model, dataset).batches == 2
 
@@ -306,6 +306,24 @@ def test_padded_batch_with_different_lengths_per_batch():
     model.compile("sgd", "sparse_categorical_crossentropy")
     report = assert_masked_loss(model, dataset)
     assert report.batches == 3 and report.real_tokens == 18 and report.total_tokens == 2 * 5 + 2 * 7 + 1
+
+
+@tf_backend_only
+@pytest.mark.skipif(OLD_TF_KERAS, reason="tf.keras < 2.11 reports masked losses wrong")
+def test_length_bucketed_batches():
+    rng = np.random.default_rng(4)
+    sequences = [rng.integers(1, VOCAB, size=n).astype("int32") for n in (2, 9, 3, 8, 1, 4, 10)]
+    dataset = tf.data.Dataset.from_generator(
+        lambda: ((s, s) for s in sequences),
+        output_signature=(tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32)),
+    ).bucket_by_sequence_length(lambda x, y: tf.shape(x)[0], bucket_boundaries=[5], bucket_batch_sizes=[3, 3])
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((None,), dtype="int32")
+    h = keras.layers.Embedding(VOCAB, 8, mask_zero=True)(inp)
+    model = keras.Model(inp, keras.layers.Dense(VOCAB, activation="softmax")(h))
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    report = assert_masked_loss(model, dataset, paths=("evaluate", "test_on_batch"))
+    assert report.real_tokens == sum(len(s) for s in sequences) and report.batches == 3
 
 
 @pytest.mark.skipif(OLD_TF_KERAS, reason="tf.keras < 2.11 reports masked losses wrong")
