@@ -619,8 +619,8 @@ class _Check:
         if epoch.real == epoch.positions and self.pad_in != "mask":
             where = self.report.padding
             raise MaskLossInputError(
-                f"no padding found: {where} never occurs in the {epoch.positions} tokens of "
-                f"{epoch.batches} batch(es). Nothing is padded, so there is nothing to check; "
+                f"no padding found: none of the {epoch.positions} positions in {epoch.batches} "
+                f"batch(es) has {where}. Nothing is padded, so there is nothing to check; "
                 "pass pad_id=<your pad id>, pad_in='labels'|'inputs'|'sample_weight', or mask=..."
             )
 

@@ -12,6 +12,9 @@ from pytest_maskloss._keras import to_numpy
 from pytest_maskloss.errors import MaskLossInputError
 
 DEFAULT_BATCH_SIZE = 32  # Keras' own default for arrays
+# A generator read without steps= is kept in memory; past this many batches it is taken to be
+# endless rather than filling the machine's memory.
+MAX_UNCOUNTED_BATCHES = 10_000
 
 
 @dataclass
@@ -76,10 +79,16 @@ class DataSource:
             self._factory = x
         elif hasattr(x, "__next__"):
             self.kind = "generator"
-            if steps is None:
-                self._buffer = [_split_element(e) for e in x]
-            else:
-                self._buffer = [_split_element(next(x)) for _ in range(steps)]
+            self._buffer = []
+            for element in x:
+                if steps is not None and len(self._buffer) >= steps:
+                    break
+                if steps is None and len(self._buffer) >= MAX_UNCOUNTED_BATCHES:
+                    raise MaskLossInputError(
+                        f"the generator yielded more than {MAX_UNCOUNTED_BATCHES} batches without "
+                        "ending: pass steps= to say how many batches to check"
+                    )
+                self._buffer.append(_split_element(element))
         else:
             self.kind = "arrays"
             if y is None:
@@ -102,8 +111,6 @@ class DataSource:
 
     @staticmethod
     def _check_cardinality(dataset):
-        import tensorflow as tf
-
         n = int(dataset.cardinality())
         if n == 0:
             raise MaskLossInputError("the data is empty: the dataset has no batch")
@@ -153,7 +160,12 @@ class DataSource:
                 raise MaskLossInputError(
                     "the generator has no end: pass steps= to say how many batches to check"
                 )
-            for element in iterator:
+            for count, element in enumerate(iterator):
+                if self.steps is None and count >= MAX_UNCOUNTED_BATCHES:
+                    raise MaskLossInputError(
+                        f"the generator yielded more than {MAX_UNCOUNTED_BATCHES} batches without "
+                        "ending: pass steps= to say how many batches to check"
+                    )
                 yield _split_element(element)
 
     # -- for Keras ------------------------------------------------------------------------

@@ -474,3 +474,18 @@ def test_mixed_precision_uses_the_tolerance_of_its_compute_dtype(policy, rtol):
     # a tolerance given by the caller wins over the dtype default
     tight = pytest_maskloss.check_masked_loss(model, x, x, batch_size=2, paths=("evaluate",), rtol=1e-9, atol=0)
     assert tight.rtol == 1e-9
+
+
+def test_endless_generator_without_steps_is_refused_and_steps_bound_it(monkeypatch):
+    import itertools
+
+    from pytest_maskloss import data
+
+    x = padded_tokens()
+    monkeypatch.setattr(data, "MAX_UNCOUNTED_BATCHES", 5)  # keep the test quick
+    endless = ((x[2:], x[2:]) for _ in itertools.count())
+    with pytest.raises(MaskLossInputError, match="steps="):
+        assert_masked_loss(language_model(mask_zero=False), endless, paths=("test_on_batch",))
+    bounded = ((x[2:], x[2:]) for _ in itertools.count())
+    report = assert_masked_loss(language_model(mask_zero=False), bounded, steps=3, paths=("test_on_batch",))
+    assert report.batches == 3
