@@ -489,3 +489,25 @@ def test_endless_generator_without_steps_is_refused_and_steps_bound_it(monkeypat
     bounded = ((x[2:], x[2:]) for _ in itertools.count())
     report = pytest_maskloss.check_masked_loss(language_model(), bounded, steps=3, paths=("test_on_batch",))
     assert report.batches == 3 and report.ok
+
+
+def test_masking_layer_on_float_inputs_with_a_regression_loss():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(4, 6, 3)).astype("float32")
+    y = rng.normal(size=(4, 6, 2)).astype("float32")
+    for i, n in enumerate(LENGTHS):
+        x[i, n:] = 0.0  # padded steps: every feature equals the Masking value
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6, 3)), keras.layers.Masking(0.0), keras.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    real = np.any(x != 0.0, axis=-1)
+    per_step = ((model.predict(x, verbose=0) - y) ** 2).mean(-1)
+    if OLD_TF_KERAS:
+        with pytest.raises(MaskLossMismatch) as caught:
+            assert_masked_loss(model, x, y, batch_size=4, paths=("evaluate",))
+        assert caught.value.mode == "padding-in-denominator"
+        assert caught.value.findings[0].reported == pytest.approx(per_step[real].sum() / real.size, rel=1e-5)
+    else:
+        report = assert_masked_loss(model, x, y, batch_size=4)
+        assert report.ok and report.padding == "inputs equal to the Masking value 0.0"
+        assert report.token_mean == pytest.approx(per_step[real].mean(), rel=1e-5)
