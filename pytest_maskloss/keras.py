@@ -67,9 +67,12 @@ def keras_module():
     which ``tf.keras`` is).
     """
     if os.environ.get("TF_USE_LEGACY_KERAS", "").strip().lower() in ("1", "true", "yes"):
-        import tf_keras
+        try:
+            import tf_keras
 
-        return tf_keras
+            return tf_keras
+        except ImportError:  # TensorFlow <= 2.15 without tf_keras: tf.keras is Keras 2 anyway
+            pass
     try:
         import keras
 
