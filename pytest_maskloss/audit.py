@@ -44,6 +44,7 @@ import pytest
 from pytest_maskloss.errors import MaskLossInputError, MaskLossMismatch
 
 METHODS = ("fit", "evaluate", "train_on_batch", "test_on_batch")
+MAX_ATTEMPTS = 3  # calls tried per model, path and test when none could be audited (e.g. no padding yet)
 KERAS_MODULES = ("keras", "tf_keras")
 
 
@@ -99,6 +100,7 @@ class AuditPlugin:
         self.item = None
         self.options = None  # the current test's audit options (None: not auditing now)
         self.audited = set()  # (nodeid, id(model), method) already audited
+        self.attempts = {}  # (nodeid, id(model), method) -> calls tried (not-audited ones too)
         self.strict_failures = {}  # nodeid -> message raised in strict mode
         self.patches = {}  # (class, method) -> (had_own, original, wrapper)
         self.watcher = None
@@ -299,7 +301,7 @@ class AuditPlugin:
         """Cheap: decide whether to audit this call; returns the bound arguments or None."""
         try:
             key = (self.item.nodeid, id(model), method)
-            if key in self.audited:
+            if key in self.audited or self.attempts.get(key, 0) >= MAX_ATTEMPTS:
                 return None
             from pytest_maskloss import _keras
 
@@ -328,6 +330,8 @@ class AuditPlugin:
         }
         report = None
         after = None
+        key = (item.nodeid, id(model), method)
+        self.attempts[key] = self.attempts.get(key, 0) + 1
         try:
             data = _check_data(method, bound)
             if isinstance(data, str):
@@ -434,7 +438,8 @@ def totals(records):
     reasons = {}
     for r in records:
         if r["status"] == "not-audited":
-            reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+            key = _reason_key(r["reason"])
+            reasons[key] = reasons.get(key, 0) + 1
     audited = [r for r in records if r["status"] != "not-audited"]
     return {
         "audited_calls": len(audited),
@@ -478,8 +483,17 @@ def summary_lines(records, mode):
         + f"; {t['not_audited']} call(s) not audited"
     )
     for reason, count in sorted(t["not_audited_reasons"].items(), key=lambda kv: -kv[1]):
-        lines.append(f"  not audited ({count}x): {reason}")
+        first = next(r for r in records if r["status"] == "not-audited" and _reason_key(r["reason"]) == reason)
+        lines.append(f"  not audited ({count}x): {reason} — e.g. {first['test']} ({first['model']}.{first['path']})")
     return lines
+
+
+def _reason_key(reason):
+    """Reasons grouped for the summary: the text before the first ': ' (figures follow it)."""
+    head = reason.split(": ")[0] if ": " in reason else reason
+    if head == "audit error" and reason.count(": ") >= 2:
+        head = ": ".join(reason.split(": ")[:2])
+    return head if len(head) <= 100 else head[:97] + "..."
 
 
 # --- what the check is given ------------------------------------------------------------------

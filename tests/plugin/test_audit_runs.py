@@ -17,7 +17,7 @@ from importlib.metadata import version
 import numpy as np
 import pytest
 
-from minisuite import CLEAN, NO_RECORD, WRONG, write_suite
+from minisuite import CLEAN, NO_RECORD, NOT_AUDITED, WRONG, write_suite
 from runner import run_pytest, summary_rows, totals_line
 
 NODE = "test_mini.py::"
@@ -44,7 +44,7 @@ def report(out):
 
 def test_warn_mode_keeps_every_outcome(warn_run):
     result, out = warn_run
-    result.assert_outcomes(passed=13, failed=1)  # what the suite gives without the audit
+    result.assert_outcomes(passed=15, failed=1)  # what the suite gives without the audit
     assert any(l.startswith("FAILED test_mini.py::test_fails_on_its_own") for l in result.outlines)
     assert "maskloss: auditing Keras models (warn mode); Keras " + version("keras") in result.stdout.str()
 
@@ -92,12 +92,17 @@ def test_clean_models_have_no_finding_and_unmasked_models_cost_no_check(warn_run
     assert set(summary_rows(result)) == {NODE + t for t in WRONG}
 
 
-def test_one_shot_generator_is_recorded_not_consumed(warn_run):
+def test_calls_that_cannot_be_audited_are_recorded_with_the_reason(warn_run):
     result, out = warn_run
-    (entry,) = report(out)["not_audited"]
-    assert entry["test"] == NODE + "test_one_shot_generator" and entry["path"] == "fit"
-    assert entry["reason"].startswith("one-shot generator")
-    assert "not audited (1x): one-shot generator" in result.stdout.str()
+    entries = report(out)["not_audited"]
+    for test, (count, reason) in NOT_AUDITED.items():
+        mine = [e for e in entries if e["test"] == NODE + test]
+        assert len(mine) == count and all(e["reason"].startswith(reason) for e in mine), test
+    assert len(entries) == sum(c for c, _ in NOT_AUDITED.values())
+    text = result.stdout.str()
+    assert "not audited (1x): one-shot generator — e.g. test_mini.py::test_one_shot_generator (generator_lm.fit)" in text
+    assert "not audited (3x): no padding found — e.g. test_mini.py::test_unpadded_batches_are_tried_three_times" in text
+    assert "not audited (1x): no numpy reference for the custom loss" in text
 
 
 def test_totals_line_and_json_totals(warn_run):
@@ -110,9 +115,11 @@ def test_totals_line_and_json_totals(warn_run):
     assert totals["findings"] == totals["tests_with_findings"] == len(WRONG)
     # 7 wrong tests x 1 call, clean model 4 paths, identity model 3 paths
     assert totals["audited_calls"] == len(WRONG) + 4 + 3
-    assert totals["not_audited"] == 1
+    assert totals["not_audited"] == 5
     line = totals_line(result)
-    assert line.startswith(f"maskloss (warn): 14 call(s) audited in 9 test(s); {len(WRONG)} finding(s) in {len(WRONG)} test(s)")
+    assert line == (f"maskloss (warn): 14 call(s) audited in 9 test(s); {len(WRONG)} finding(s) in "
+                    f"{len(WRONG)} test(s) (epoch-weighted-by-sequences: 1, loss-ignores-mask: 1, mask-lost: 1, "
+                    "padding-in-denominator: 4); 5 call(s) not audited")
     assert report(out)["mode"] == "warn" and report(out)["keras"].startswith("Keras " + version("keras"))
 
 
@@ -160,25 +167,29 @@ def test_a_test_that_patches_model_fit_still_works(warn_run):
 
 # --- strict --------------------------------------------------------------------------------
 
-STRICT_SELECTION = "sample_weight or conv1d or clean or swallows or opted_out"
+STRICT_SELECTION = "sample_weight or conv1d or clean or swallows or opted_out or without_mask_source"
 
 
 @pytest.fixture(scope="module")
 def strict_run(tmp_path_factory):
-    directory = write_suite(tmp_path_factory.mktemp("strict"))
-    return run_pytest(directory, "--maskloss=strict", "-k", STRICT_SELECTION)
+    # a project pad id: the model without a mask source is audited too
+    directory = write_suite(tmp_path_factory.mktemp("strict"), ini="[pytest]\nmaskloss = strict\nmaskloss_pad_id = 0\n")
+    return run_pytest(directory, "-k", STRICT_SELECTION)
 
 
 def test_strict_fails_the_test_that_made_the_call(strict_run):
     result = strict_run
-    result.assert_outcomes(passed=2, failed=3)  # the clean and the opted-out test pass
+    result.assert_outcomes(passed=2, failed=4)  # the clean and the opted-out test pass
     text = result.stdout.str()
     for test, mode in [("test_padding_as_sample_weight", "padding-in-denominator"),
                        ("test_conv1d_loses_the_mask", "mask-lost")]:
         assert any(l.startswith(f"FAILED test_mini.py::{test} - ") for l in result.outlines), test
         assert f"({mode})" in text
     raised = [l for l in result.outlines if l.startswith("E   ") and "MaskLossMismatch: maskloss (--maskloss=strict)" in l]
-    assert len(raised) == 2
+    assert len(raised) == 3
+    # with maskloss_pad_id set, the unmasked model is audited: it scores the padding
+    assert "model 'plain_lm', fit() in this test" in text
+    assert "no mask reaches the loss: the model has no mask source and no zero sample_weight" in text
     # the traceback ends at the test's own call, not inside the wrapper
     assert ">       history = model.fit(x, x, sample_weight=w, batch_size=4, verbose=0)" in text
     assert "def wrapper(" not in text
@@ -201,7 +212,7 @@ def test_outcomes_printed_losses_and_weights_are_those_of_a_run_without_maskloss
     audited, audited_out = warn_run
     directory = write_suite(tmp_path)
     plain = run_pytest(directory, "-rA")
-    plain.assert_outcomes(passed=13, failed=1)
+    plain.assert_outcomes(passed=15, failed=1)
     assert "maskloss audit" not in plain.stdout.str() and "maskloss: auditing" not in plain.stdout.str()
 
     def printed(result):
@@ -225,7 +236,7 @@ def test_xdist_workers_findings_are_merged_into_one_summary(tmp_path):
     # Keras imported at collection: the wrappers are installed before the first test
     result = run_pytest(directory, "-n", "2", "--maskloss", "--maskloss-report=out/report.json",
                         env={"MINI_IMPORT": "collection"})
-    result.assert_outcomes(passed=13, failed=1)
+    result.assert_outcomes(passed=15, failed=1)
     rows = summary_rows(result)
     assert set(rows) == {NODE + t for t in WRONG}
     for test, mode in WRONG.items():
