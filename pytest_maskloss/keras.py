@@ -375,7 +375,10 @@ class MaskedSparseCategoricalCrossentropy(_StockMasked):
     _stock_class = "SparseCategoricalCrossentropy"
     _options = ("from_logits",)
 
-    def __init__(self, from_logits=False, pad_id=None, name="masked_sparse_categorical_crossentropy", **kw):
+    def __init__(self, from_logits=False, pad_id=None, name="masked_sparse_categorical_crossentropy",
+                 ignore_class=None, **kw):
+        # ignore_class: the stock loss's name for the same thing (a rewrite keeps it working)
+        pad_id = ignore_class if pad_id is None else pad_id
         super().__init__(pad_id=pad_id, name=name, from_logits=from_logits, **kw)
 
 

@@ -178,8 +178,10 @@ def test_after_non_binary_sample_weights_weight_and_normalise():
     assert_paths(all_paths(model, X, Y, sample_weight=w, paths=QUICK_PATHS), token_mean(l, w))
 
 
-def test_after_pad_id_in_labels_without_mask_or_weights():
-    model = compiled(mk.MaskedSparseCategoricalCrossentropy(pad_id=0), mask_zero=False)
+@pytest.mark.parametrize("option", ["pad_id", "ignore_class"])
+def test_after_pad_id_in_labels_without_mask_or_weights(option):
+    model = compiled(mk.MaskedSparseCategoricalCrossentropy(**{option: 0}), mask_zero=False)
+    assert model.loss.get_config()["pad_id"] == 0
     l = per_token(model)
     assert abs(token_mean(l, np.ones_like(M)) - token_mean(l, M)) > 1e-3
     assert_paths(all_paths(model, X, Y, paths=QUICK_PATHS), token_mean(l, M))
