@@ -43,6 +43,7 @@ class Loc:
     module: "ModuleAnalysis"
     unit: int
     node: cst.CSTNode
+    top: object = None  # the top-level statement holding the node (cheap positions)
 
     @property
     def path(self) -> str:
@@ -162,6 +163,7 @@ class FuncRef:
     module: "ModuleAnalysis"
     unit: int
     cls: "ClassRef | None" = None
+    top: object = None
     _ret: object = None
     _state: str = "new"  # new | running | done
 
@@ -184,6 +186,7 @@ class ClassRef:
     module: "ModuleAnalysis"
     unit: int
     kind: str = "other"  # model | layer | loss | other
+    top: object = None
     mask: str = "unknown"  # for layers: source | pass | unknown
     methods: dict = field(default_factory=dict)
     self_attrs: dict = field(default_factory=dict)
@@ -300,13 +303,26 @@ def tensor_of(value) -> TensorV:
         return value
     if isinstance(value, ListV):
         ts = [tensor_of(v) for v in value.items]
-        return TensorV(merge(t.state for t in ts), tuple(s for t in ts for s in t.sources))
+        return TensorV(merge(t.state for t in ts), _sources(ts))
     if isinstance(value, DictV):
         ts = [tensor_of(v) for _, v, _, _ in value.items]
-        return TensorV(merge(t.state for t in ts), tuple(s for t in ts for s in t.sources))
+        return TensorV(merge(t.state for t in ts), _sources(ts))
     if isinstance(value, ModelV):
         return value.output()
     return TensorV(UNKNOWN)
+
+
+def _sources(ts) -> tuple:
+    """The mask sources of merged tensors: distinct, at most 3 (``x = Add()([x, x])`` in a loop
+    must not double them each time)."""
+    out = []
+    for t in ts:
+        for s in t.sources:
+            if s not in out:
+                out.append(s)
+                if len(out) == 3:
+                    return tuple(out)
+    return tuple(out)
 
 
 def apply_layer(layer, t: TensorV, loc: Loc | None = None) -> TensorV:
@@ -469,6 +485,7 @@ class ModuleAnalysis:
         self.functions: list[FuncRef] = []
         self.models: list[ModelV] = []
         self.unit = 0
+        self.top = None
         self.done = False
         self.running = False
         self._depth = 0
@@ -483,7 +500,10 @@ class ModuleAnalysis:
                 if module is None:
                     continue
                 self.unit = i
-                self.exec_block(module.body, self.globals)
+                for stmt in module.body:
+                    self.top = stmt
+                    self.exec_block([stmt], self.globals)
+                self.top = None
             for f in list(self.functions):
                 f.returns()
             for c in list(self.classes):
@@ -509,9 +529,38 @@ class ModuleAnalysis:
             cache[unit] = wrapper.resolve(PositionProvider)
         return cache[unit]
 
+    def _top_offsets(self, unit: int):
+        """id(top-level statement) -> number of lines before it."""
+        cache = self.__dict__.setdefault("_tops", {})
+        if unit not in cache:
+            mod = self.modules[unit]
+            lines = sum(mod.code_for_node(el).count("\n") for el in mod.header)
+            table = {}
+            for stmt in mod.body:
+                table[id(stmt)] = lines
+                lines += mod.code_for_node(stmt).count("\n")
+            cache[unit] = table
+        return cache[unit]
+
+    def _stmt_positions(self, unit: int, stmt):
+        cache = self.__dict__.setdefault("_stmt_pos", {})
+        key = (unit, id(stmt))
+        if key not in cache:
+            from libcst.metadata import MetadataWrapper, PositionProvider
+
+            mod = self.modules[unit]
+            mini = cst.Module(body=[stmt], header=[], footer=[], default_indent=mod.default_indent, default_newline=mod.default_newline)
+            cache[key] = MetadataWrapper(mini, unsafe_skip_copy=True).resolve(PositionProvider)
+        return cache[key]
+
     def position(self, loc: "Loc"):
         """(line, col0, end_line, end_col0) of a node, or None."""
         try:
+            if loc.top is not None and id(loc.top) in loc.module._top_offsets(loc.unit):
+                shift = loc.module._top_offsets(loc.unit)[id(loc.top)]
+                rng = loc.module._stmt_positions(loc.unit, loc.top).get(loc.node)
+                if rng is not None:
+                    return rng.start.line + shift, rng.start.column, rng.end.line + shift, rng.end.column
             rng = loc.module._positions(loc.unit).get(loc.node)
         except Exception:
             return None
@@ -576,7 +625,7 @@ class ModuleAnalysis:
         self.drops.setdefault(id(layer.loc.node), DropFact(layer, t.sources))
 
     def loc(self, node) -> Loc:
-        return Loc(self, self.unit, node)
+        return Loc(self, self.unit, node, self.top)
 
     # -- statements ------------------------------------------------------------------
     def exec_block(self, body, env) -> None:
@@ -593,7 +642,7 @@ class ModuleAnalysis:
             for small in stmt.body:
                 self.exec_small(small, env)
         elif isinstance(stmt, cst.FunctionDef):
-            ref = FuncRef(stmt, self, self.unit, cls=env.func if isinstance(env.func, ClassRef) else None)
+            ref = FuncRef(stmt, self, self.unit, cls=env.func if isinstance(env.func, ClassRef) else None, top=self.top)
             if isinstance(env.func, ClassRef):
                 env.func.methods[stmt.name.value] = ref
             else:
@@ -717,7 +766,7 @@ class ModuleAnalysis:
                     value.name = f"self.{target.attr.value}"
 
     def exec_class(self, stmt: cst.ClassDef, env) -> None:
-        ref = ClassRef(stmt, self, self.unit)
+        ref = ClassRef(stmt, self, self.unit, top=self.top)
         kinds = set()
         for arg in stmt.bases:
             if arg.keyword is not None:
@@ -764,7 +813,9 @@ class ModuleAnalysis:
             return None
         self._depth += 1
         saved = self.unit
+        saved_top = self.top
         self.unit = ref.unit
+        self.top = ref.top
         try:
             env = Env(parent=self.globals if ref.cls is None else self.globals, func=ref)
             params = list(ref.node.params.params) + list(ref.node.params.posonly_params)
@@ -785,6 +836,7 @@ class ModuleAnalysis:
             return ret
         finally:
             self.unit = saved
+            self.top = saved_top
             self._depth -= 1
 
     # -- expressions -----------------------------------------------------------------
@@ -1138,7 +1190,7 @@ class ModuleAnalysis:
                 value = self.eval(arg, env)
                 if isinstance(value, ListV) and isinstance(arg, (cst.List, cst.Tuple)):
                     for v, el in zip(value.items, arg.elements):
-                        model.layers.append((v, Loc(self, self.unit, el.value)))
+                        model.layers.append((v, Loc(self, self.unit, el.value, self.top)))
                 elif value is not None:
                     model.layers.append((value, self.loc(arg)))
             self.models.append(model)

@@ -120,14 +120,10 @@ class Scanner:
         modules = []
         errors = []
         for i, unit in enumerate(units):
-            try:
-                modules.append(cst.parse_module(unit.text))
-            except cst.ParserSyntaxError as exc:
-                modules.append(None)
-                errors.append((i, *_syntax_position(unit.text, exc)))
-            except (RecursionError, MemoryError, ValueError, TypeError, IndexError) as exc:
-                modules.append(None)
-                errors.append((i, 1, 1, f"cannot parse: {type(exc).__name__}"))
+            module, error = safe_parse(unit.text)
+            modules.append(module)
+            if error is not None:
+                errors.append((i, *error))
         self._parse_errors[path] = errors
         target = index.target if index is not None else self.target_for(project_root(path))
         an = A.ModuleAnalysis(
@@ -144,6 +140,10 @@ class Scanner:
             return self._scan_file(path)
         except (RecursionError, MemoryError) as exc:
             return FileResult(path, [self._error_finding(path, 1, 1, None, f"file too complex to analyse ({type(exc).__name__})")], False)
+        except Exception as exc:  # a bug in the scanner: reported, never a traceback
+            if os.environ.get("MASKLOSS_DEBUG"):
+                raise
+            return FileResult(path, [self._error_finding(path, 1, 1, None, f"internal error while analysing ({type(exc).__name__}: {str(exc)[:100]}); please report it")], False)
 
     def _scan_file(self, path: str) -> FileResult:
         try:
@@ -239,17 +239,27 @@ class Scanner:
             return False
         if an is None:
             return True
-        text = an.units[unit].text if unit < len(an.units) else ""
-        all_text = "\n".join(u.original for u in an.units)
-        for m in _FILE_NOQA.finditer(all_text):
-            codes = m.group(1)
-            if codes is None or f.code in _codes(codes):
-                return False
-        lines = text.splitlines()
+        cache = an.__dict__.setdefault("_noqa", {})
+        if "file" not in cache:
+            all_text = "\n".join(u.original for u in an.units)
+            codes: set | None = set()
+            for m in _FILE_NOQA.finditer(all_text):
+                if m.group(1) is None:
+                    codes = None
+                    break
+                codes |= _codes(m.group(1))
+            cache["file"] = codes
+        file_codes = cache["file"]
+        if file_codes is None or f.code in file_codes:
+            return False
+        if unit >= len(an.units):
+            return True
+        if unit not in cache:
+            cache[unit] = an.units[unit].original.splitlines()
+        lines = cache[unit]
         for line_no in {f.line, f.end_line or f.line}:
-            if 1 <= line_no <= len(lines):
-                line = an.units[unit].original.splitlines()[line_no - 1] if len(an.units[unit].original.splitlines()) >= line_no else lines[line_no - 1]
-                for m in _NOQA.finditer(line):
+            if 1 <= line_no <= len(lines) and "noqa" in lines[line_no - 1].lower():
+                for m in _NOQA.finditer(lines[line_no - 1]):
                     codes = m.group(1)
                     if codes is None or f.code in _codes(codes):
                         return False
@@ -258,6 +268,32 @@ class Scanner:
 
 def _codes(text: str) -> set[str]:
     return {c.upper() for c in re.split(r"[\s,]+", text) if c}
+
+
+_TOO_DEEP = ("too many nested", "too complex", "too many levels", "stack overflow")
+
+
+def safe_parse(text: str):
+    """(module, None) or (None, (line, col, message)). CPython's own parser looks at the text
+    first: libcst's native parser overflows the C stack (a segfault, not an exception) on
+    very deep nesting such as 1500 brackets or 20000 chained ``not``, which CPython rejects
+    cleanly ("too many nested parentheses", "too complex"); such files are reported as MSK900."""
+    try:
+        compile(text, "<scan>", "exec", 1024, dont_inherit=True)  # ast.PyCF_ONLY_AST
+    except (RecursionError, MemoryError, OverflowError):
+        return None, (1, 1, "too deeply nested to analyse")
+    except SyntaxError as se:
+        if any(t in str(se.msg) for t in _TOO_DEEP):
+            return None, (se.lineno or 1, max(1, se.offset or 1), f"syntax error: {se.msg}")
+        # maybe syntax newer than this interpreter: libcst decides
+    except ValueError as exc:  # NUL bytes and the like
+        return None, (1, 1, f"cannot parse: {exc}")
+    try:
+        return cst.parse_module(text), None
+    except cst.ParserSyntaxError as exc:
+        return None, _syntax_position(text, exc)
+    except (RecursionError, MemoryError, ValueError, TypeError, IndexError) as exc:
+        return None, (1, 1, f"cannot parse: {type(exc).__name__}")
 
 
 def _syntax_position(text: str, exc: cst.ParserSyntaxError):
@@ -306,12 +342,10 @@ def check_source(text: str, keras_version: str | None = None, path: str = "examp
     scanner.targets[project_root(path)] = target
     units = [Unit(text=text, original=text)]
     modules, errors = [], []
-    try:
-        modules.append(cst.parse_module(text))
-    except cst.ParserSyntaxError as exc:
-        modules.append(None)
-        line, col, msg = _syntax_position(text, exc)
-        errors.append(scanner._error_finding(path, line, col, None, msg))
+    module, error = safe_parse(text)
+    modules.append(module)
+    if error is not None:
+        errors.append(scanner._error_finding(path, error[0], error[1], None, error[2]))
     an = A.ModuleAnalysis(os.path.abspath(path), units, modules, target, None)
     an.display_path = scanner.display(path)
     an.run()

@@ -186,7 +186,7 @@ model.compile("adam", "sparse_categorical_crossentropy")
                 name = _stock_name(value)
                 if name is None:
                     continue
-                loc = A.Loc(an, fact.loc.unit, node)
+                loc = A.Loc(an, fact.loc.unit, node, fact.loc.top)
                 pad = target.padding_in_denominator
                 if pad is True:
                     sev = "error"
@@ -265,7 +265,7 @@ class Smoothed(SCCE):
             if c.kind != "loss" or "__call__" not in c.methods:
                 continue
             fn = c.methods["__call__"].node
-            loc = A.Loc(an, c.unit, fn.name)
+            loc = A.Loc(an, c.unit, fn.name, c.top)
             fix = None
             params = fn.params
             if (
@@ -498,7 +498,7 @@ model.evaluate(x, y, sample_weight=padding_mask)
                         if isinstance(value, A.LossV):
                             reductions.append(value.reduction)
                             if value.kind == "stock" and value.reduction is None and value.call_node is not None and c.loc.module is an:
-                                stock = A.Loc(an, c.loc.unit, value.call_node)
+                                stock = A.Loc(an, c.loc.unit, value.call_node, c.loc.top)
                             if value.kind == "masked":
                                 reductions.append("masked")
                 if any(r not in (None, "sum_over_batch_size", "auto") for r in reductions):
@@ -507,7 +507,7 @@ model.evaluate(x, y, sample_weight=padding_mask)
             if stock is not None and an.target.has_mean_with_sample_weight:
                 fix = _reduction_fix(stock)
             yield Raw(
-                A.Loc(an, fact.loc.unit, fact.sw_node),
+                A.Loc(an, fact.loc.unit, fact.sw_node, fact.loc.top),
                 f"padding passed as sample_weight to {fact.method}() with a sum_over_batch_size loss: "
                 f"the weights zero the padding but the divisor still counts it (every Keras version), "
                 f"so the reported loss shrinks with padding; use reduction=\"mean_with_sample_weight\" "
