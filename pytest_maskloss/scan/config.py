@@ -27,6 +27,8 @@ class ConfigError(Exception):
 
 
 def load_toml(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: not a regular file")
     with open(path, "rb") as fh:
         data = fh.read()
     text = data.decode("utf-8", errors="replace")
@@ -268,6 +270,8 @@ def find_pins(root: str) -> list[tuple[str, str, str]]:
         except OSError:
             pass
     for path in candidates:
+        if not os.path.isfile(path):
+            continue
         try:
             with open(path, encoding="utf-8", errors="replace") as fh:
                 for line in fh:

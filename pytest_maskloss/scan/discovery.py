@@ -94,6 +94,8 @@ def _glob_to_regex(pat: str, anchored: bool) -> str:
 
 def _load_gitignore(folder: str) -> GitIgnore | None:
     path = os.path.join(folder, ".gitignore")
+    if not os.path.isfile(path):  # also keeps FIFOs from blocking the scan
+        return None
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             return GitIgnore(folder, fh.readlines())

@@ -104,6 +104,8 @@ class Scanner:
     def _load(self, path: str, index: ProjectIndex | None, force: bool = False):
         """Read and parse ``path`` into a ModuleAnalysis (not run). None when the file cannot
         matter (prefilter) or cannot be read."""
+        if not os.path.isfile(path):
+            return None
         try:
             with open(path, "rb") as fh:
                 data = fh.read(MAX_BYTES + 1)
@@ -146,6 +148,8 @@ class Scanner:
             return FileResult(path, [self._error_finding(path, 1, 1, None, f"internal error while analysing ({type(exc).__name__}: {str(exc)[:100]}); please report it")], False)
 
     def _scan_file(self, path: str) -> FileResult:
+        if not os.path.isfile(path):
+            return FileResult(path, [self._error_finding(path, 1, 1, None, "not a regular file")])
         try:
             with open(path, "rb") as fh:
                 data = fh.read(MAX_BYTES + 1)

@@ -126,7 +126,7 @@ class ProjectIndex:
                     and not os.path.isfile(os.path.join(dirpath, d, "pyvenv.cfg"))
                 ]
                 for f in filenames:
-                    if f.endswith(".py"):
+                    if f.endswith(".py") and os.path.isfile(os.path.join(dirpath, f)):  # no FIFOs
                         out.append(os.path.join(dirpath, f))
                 if len(out) > MAX_PROJECT_FILES:
                     break
