@@ -223,3 +223,21 @@ def test_module_entry_point_subprocess_and_no_heavy_imports(project):
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_flake8_plugin_reports_errors_of_its_file(project):
+    from pytest_maskloss.scan.flake8 import MasklossChecker
+
+    results = list(MasklossChecker(None, str(project / "train.py")).run())
+    assert [(line, col) for line, col, _, _ in results] == [(6, 22)]
+    assert results[0][2].startswith("MSK001 error:")
+    assert list(MasklossChecker(None, str(project / "models.py")).run()) == []  # finding is in train.py
+    assert list(MasklossChecker(None, "stdin", lines=["import keras\n"]).run()) == []
+
+
+def test_pre_commit_hooks_file():
+    import pathlib
+
+    text = (pathlib.Path(__file__).parents[2] / ".pre-commit-hooks.yaml").read_text()
+    assert "- id: maskloss\n" in text and "- id: maskloss-fix\n" in text
+    assert "entry: maskloss scan --fix" in text
