@@ -486,6 +486,7 @@ class ModuleAnalysis:
         self.models: list[ModelV] = []
         self.unit = 0
         self.top = None
+        self._memo = {}
         self.done = False
         self.running = False
         self._depth = 0
@@ -692,6 +693,7 @@ class ModuleAnalysis:
             self.exec_block(body, env)
 
     def exec_small(self, small, env) -> None:
+        self._memo = {}
         if isinstance(small, cst.Assign):
             value = self.eval(small.value, env)
             for t in small.targets:
@@ -814,6 +816,8 @@ class ModuleAnalysis:
         self._depth += 1
         saved = self.unit
         saved_top = self.top
+        saved_memo = self._memo
+        self._memo = {}
         self.unit = ref.unit
         self.top = ref.top
         try:
@@ -837,6 +841,7 @@ class ModuleAnalysis:
         finally:
             self.unit = saved
             self.top = saved_top
+            self._memo = saved_memo
             self._depth -= 1
 
     # -- expressions -----------------------------------------------------------------
@@ -860,10 +865,19 @@ class ModuleAnalysis:
         return value
 
     def eval(self, node, env):
+        # Within one statement a node is evaluated once: handlers that look at one argument
+        # and then evaluate all of them would otherwise be exponential in the nesting depth
+        # (``Embedding(...)(Embedding(...)(...))``).
+        key = id(node)
+        memo = self._memo
+        if key in memo:
+            return memo[key]
         try:
-            return self._eval(node, env)
+            value = self._eval(node, env)
         except RecursionError:
-            return None
+            value = None
+        memo[key] = value
+        return value
 
     def _eval(self, node, env):
         if isinstance(node, cst.Name):

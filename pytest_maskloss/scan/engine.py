@@ -7,14 +7,15 @@ import os
 import re
 from dataclasses import dataclass, field
 
-import libcst as cst
-
-from pytest_maskloss.scan import analysis as A
 from pytest_maskloss.scan import rules as R
+from pytest_maskloss.scan._lazy import LazyModule
 from pytest_maskloss.scan.config import Config, KerasTarget, keras_target, project_root
 from pytest_maskloss.scan.findings import Edit, Finding, Fix
 from pytest_maskloss.scan.project import ProjectIndex
 from pytest_maskloss.scan.source import MAX_BYTES, SourceError, read_units
+
+cst = LazyModule("libcst")
+A = LazyModule("pytest_maskloss.scan.analysis")  # imports libcst
 
 PARSE_CODE = "MSK900"
 
@@ -22,7 +23,7 @@ PARSE_CODE = "MSK900"
 # loss to a file that does: those mention Embedding/Masking/compute_mask/... themselves). Plain
 # substring tests on the raw bytes (memchr speed); the tokens are ASCII, so any ASCII-compatible
 # source encoding works.
-_TOKENS = (b"Embedding", b"Masking", b"compute_mask", b"supports_masking", b"y_pred", b"mask_zero")
+_TOKENS = (b"compute_mask", b"supports_masking", b"y_pred", b"mask_zero")
 _NOQA = re.compile(r"#\s*noqa(?::\s*([A-Za-z]+\d+(?:[\s,]+[A-Za-z]+\d+)*))?", re.I)
 _FILE_NOQA = re.compile(r"^\s*#\s*maskloss:\s*noqa(?::\s*([A-Za-z]+\d+(?:[\s,]+[A-Za-z]+\d+)*))?\s*$", re.I | re.M)
 
@@ -34,6 +35,9 @@ def prefilter(data) -> bool:
     for token in _TOKENS:
         if token in data:
             return True
+    # Embedding/Masking only from Keras (a PyTorch nn.Embedding file is not parsed)
+    if (b"Embedding" in data or b"Masking" in data) and (b"keras" in data or b"tensorflow" in data):
+        return True
     if b"__call__" in data and b"Loss" in data:
         return True
     if b"sample_weight" in data and (b"fit" in data or b"evaluate" in data):

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import libcst as cst
-
-from pytest_maskloss.scan import analysis as A
 from pytest_maskloss.scan import kerasnames as K
+from pytest_maskloss.scan._lazy import LazyModule
+
+cst = LazyModule("libcst")
+A = LazyModule("pytest_maskloss.scan.analysis")  # imports libcst
 
 MASKED_LOSS = "pytest_maskloss.keras.MaskedLoss"
 

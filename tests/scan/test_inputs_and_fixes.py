@@ -69,10 +69,10 @@ def test_notebook_of_another_language_is_skipped(tmp_path, run_json, monkeypatch
 @pytest.mark.parametrize(
     "name,content,needle",
     [
-        ("broken.ipynb", b"{not json Embedding", "not valid JSON"),
-        ("bin.py", b"\x00\x01Embedding\xff", "binary"),
-        ("enc.py", b"# -*- coding: klingon -*-\nEmbedding\n", "encoding"),
-        ("utf8.py", b"x = '\xff\xfe' # Embedding\n", "cannot decode"),
+        ("broken.ipynb", b"{not json mask_zero", "not valid JSON"),
+        ("bin.py", b"\x00\x01mask_zero\xff", "binary"),
+        ("enc.py", b"# -*- coding: klingon -*-\nmask_zero\n", "encoding"),
+        ("utf8.py", b"x = '\xff\xfe' # mask_zero\n", "decode"),
     ],
 )
 def test_bad_input_is_msk900_never_a_traceback(tmp_path, run_json, monkeypatch, name, content, needle):
@@ -88,7 +88,7 @@ def test_bad_input_is_msk900_never_a_traceback(tmp_path, run_json, monkeypatch, 
 def test_odd_notebooks_and_symlink_loop(tmp_path, run_json, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "w.ipynb").write_text(json.dumps({"cells": [{"cell_type": "code", "source": 5}, 3, {"cell_type": "code"}], "x": "Embedding"}))
-    (tmp_path / "l.ipynb").write_text(json.dumps(["Embedding"]))
+    (tmp_path / "l.ipynb").write_text(json.dumps(["mask_zero"]))
     os.symlink(".", tmp_path / "loop")
     (tmp_path / "latin.py").write_bytes(
         "# -*- coding: latin-1 -*-\n# caf\xe9\nimport keras\nm = keras.Sequential([keras.layers.Masking()])\nm.compile(loss='mse')\n".encode("latin-1")
@@ -103,7 +103,7 @@ def test_large_file_is_reported_not_parsed(tmp_path, run_json, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(source, "MAX_BYTES", 1000)
     monkeypatch.setattr("pytest_maskloss.scan.engine.MAX_BYTES", 1000)
-    (tmp_path / "big.py").write_text("# Embedding\n" + "x = 1\n" * 1000)
+    (tmp_path / "big.py").write_text("# mask_zero\n" + "x = 1\n" * 1000)
     code, data, _ = run_json("big.py")
     assert [d["code"] for d in data] == ["MSK900"] and "larger" in data[0]["message"]
 
