@@ -49,6 +49,8 @@ _FLAVOURS = {("keras3", "tensorflow"): "keras3-tensorflow", ("keras3", "jax"): "
 _ACCURACY_NAMES = {
     "accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy", "binary_accuracy",
 }
+# pytest_maskloss.keras.TokenMeanLoss / TokenPerplexity: Σ l·m / Σ m over the epoch (and its exp)
+_TOKEN_METRICS = {"token_mean_loss", "token_perplexity"}
 _CROSSENTROPY_NAMES = {
     "sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy",
 }
@@ -531,7 +533,8 @@ class _Check:
         if "evaluate" in self.paths:
             with self._timed("evaluate"):
                 logs = _logs(model.evaluate(**self.data.keras_kwargs(), verbose=0, return_dict=True))
-            self._compare_epoch("evaluate", logs.get("loss"), "loss", epoch_eval, reg)
+            self._compare_epoch("evaluate", logs.get("loss"), "loss", epoch_eval, reg,
+                                granularity=self._loss_granularity(logs))
             if len(self.outputs) > 1:
                 for out in self.outputs:
                     key = f"{out.name}_loss"
@@ -676,17 +679,35 @@ class _Check:
             cands.append(Candidate("replicas-weighted-equally", total.replica_mean() + reg))
         self._add(path, "loss", f"batch {index}", reported, expected, cands, total.real, total.positions)
 
-    def _compare_epoch(self, path, reported, quantity, epoch: _EpochSums, reg):
+    def _loss_granularity(self, logs):
+        """At token granularity a token-level epoch figure must be reported. Keras' epoch loss
+        is always sequence-weighted, so a compiled TokenMeanLoss/TokenPerplexity metric
+        (pytest_maskloss.keras) provides it instead: the loss is then judged per batch and the
+        metric against the token mean."""
+        if self.granularity == "token" and any(self._token_metric(n) for n in logs):
+            note = ("granularity='token': the epoch loss is judged as Keras aggregates it; the "
+                    "token-level figure is the compiled token metric, judged against the token mean")
+            if note not in self.report.notes:
+                self.report.notes.append(note)
+            return "batch"
+        return self.granularity
+
+    def _token_metric(self, name):
+        base = name.split("_", 1)[1] if len(self.outputs) > 1 and "_" in name else name
+        return name in _TOKEN_METRICS or base in _TOKEN_METRICS
+
+    def _compare_epoch(self, path, reported, quantity, epoch: _EpochSums, reg, granularity=None):
         if reported is None:
             return
+        granularity = granularity or self.granularity
         token = epoch.token_mean() + reg
         by_seq = {k: epoch.seq_weighted(k) + reg for k in _EPOCH_KEYS}
-        expected = token if self.granularity == "token" else by_seq["reference"]
+        expected = token if granularity == "token" else by_seq["reference"]
         cands = []
         if epoch.empty_batches:  # most specific first: an empty batch also zeroes other formulas
             cands.append(Candidate("empty-batch-nan", by_seq["empty-batch-nan"]))
             cands.append(Candidate("empty-batch-zero", by_seq["empty-batch-zero"]))
-        if self.granularity == "token":
+        if granularity == "token":
             cands.append(Candidate("epoch-weighted-by-sequences", by_seq["reference"]))
             cands.append(Candidate("epoch-mean-of-batches", epoch.mean_of_batch_means() + reg))
         cands.append(Candidate("padding-in-denominator", by_seq["padding-in-denominator"]))
@@ -695,7 +716,7 @@ class _Check:
             cands.append(Candidate("replicas-weighted-equally", by_seq["replicas-weighted-equally"]))
         scope = f"epoch, {epoch.batches} batches"
         self._add(path, quantity, scope, float(reported), expected, cands, epoch.real, epoch.positions)
-        if self.granularity == "batch" and not math.isclose(token, by_seq["reference"], rel_tol=self.rtol):
+        if granularity == "batch" and not math.isclose(token, by_seq["reference"], rel_tol=self.rtol):
             note = (
                 f"{path}: the epoch {quantity} {float(reported):.7g} is Keras' mean of batch means "
                 f"weighted by sequences; the mean over real tokens is {token:.7g} "
@@ -726,6 +747,8 @@ class _Check:
         y_out, p_out = np.asarray(ys[out.index]), np.asarray(ps[out.index])
         if base in _ACCURACY_NAMES:
             return _accuracy(base, out.spec, y_out, p_out), out, y_out
+        if base in _TOKEN_METRICS:  # this package's token metrics: the output's own loss per token
+            return out.per_token(y_out, p_out, self.flavour), out, y_out
         if base in _CROSSENTROPY_NAMES:
             spec = LossSpec(name=base)
             return per_token_loss(spec, y_out, p_out, flavour=self.flavour, unwrapped_activation=out.unwrapped), out, y_out
@@ -759,7 +782,8 @@ class _Check:
             if sums is None or sums[1] <= 0:
                 continue
             masked, weight, unmasked, n, real = sums
-            self._add_metric(path, name, scope, logs[name], masked / weight, unmasked / n, real, n)
+            expected, unmasked_mean = _metric_means(name, masked, weight, unmasked, n)
+            self._add_metric(path, name, scope, logs[name], expected, unmasked_mean, real, n)
 
     def _accumulate_metrics(self, acc, batch, preds):
         for name in self.metric_names:
@@ -776,8 +800,9 @@ class _Check:
             masked, weight, unmasked, n, real = acc[name]
             if weight <= 0:
                 continue
+            expected, unmasked_mean = _metric_means(name, masked, weight, unmasked, n)
             self._add_metric(path, name, f"epoch, {self.report.batches} batches", logs[name],
-                             masked / weight, unmasked / n, real, n)
+                             expected, unmasked_mean, real, n)
 
     def _add_metric(self, path, name, scope, reported, expected, unmasked, real, n):
         reported = float(reported)
@@ -794,6 +819,14 @@ _STOCHASTIC = {
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
     "GaussianDropout", "AlphaDropout", "RandomZoom", "RandomFlip", "RandomRotation",
 }
+
+
+def _metric_means(name, masked, weight, unmasked, count):
+    """A metric's masked reference and its unmasked value (exp of both for a perplexity)."""
+    expected, unmasked_mean = masked / weight, unmasked / count
+    if name.endswith("token_perplexity"):
+        return math.exp(min(expected, 700)), math.exp(min(unmasked_mean, 700))
+    return expected, unmasked_mean
 
 
 def _find_layer(model, name):

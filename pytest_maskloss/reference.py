@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -277,6 +277,12 @@ def resolve_loss_spec(loss: Any) -> LossSpec | None:
     """
     if loss is None:
         return None
+    if type(loss).__module__ == "pytest_maskloss.keras" and hasattr(loss, "inner_loss"):
+        # this package's masked losses: per token they are the stock loss they wrap
+        inner = resolve_loss_spec(loss.inner_loss)
+        if inner is None:
+            return None
+        return replace(inner, source=f"{type(loss).__name__} (per token: {inner.source})")
     if isinstance(loss, str):
         name = _canonical_string(loss)
         return None if name is None else LossSpec(name=name, source=f"string {loss!r}")

@@ -512,3 +512,24 @@ def test_masking_layer_on_float_inputs_with_a_regression_loss():
         report = assert_masked_loss(model, x, y, batch_size=4)
         assert report.ok and report.padding == "inputs equal to the Masking value 0.0"
         assert report.token_mean == pytest.approx(per_step[real].mean(), rel=1e-5)
+
+
+def test_package_fixes_pass_at_token_granularity_where_the_stock_loss_fails():
+    from pytest_maskloss.keras import MaskedSparseCategoricalCrossentropy, TokenMeanLoss, TokenPerplexity
+
+    x = padded_tokens()  # batches of 2 hold 12 and 3 real tokens
+    stock = language_model()
+    with pytest.raises(MaskLossMismatch) as caught:
+        assert_masked_loss(stock, x, x, batch_size=2, granularity="token", paths=("evaluate",))
+    assert caught.value.mode == ("padding-in-denominator" if OLD_TF_KERAS else "epoch-weighted-by-sequences")
+
+    fixed = language_model(loss=MaskedSparseCategoricalCrossentropy(),
+                           metrics=[TokenMeanLoss("sparse_categorical_crossentropy"), TokenPerplexity()])
+    report = assert_masked_loss(fixed, x, x, batch_size=2, granularity="token",
+                                paths=("evaluate", "test_on_batch"))
+    losses = token_losses(fixed, x, x)
+    token_mean = losses[x != 0].mean()
+    by_name = {c.quantity: c for c in report.comparisons if c.path == "evaluate"}
+    assert by_name["token_mean_loss"].reported == pytest.approx(token_mean, rel=1e-5)
+    assert by_name["token_perplexity"].reported == pytest.approx(np.exp(token_mean), rel=1e-5)
+    assert "MaskedSparseCategoricalCrossentropy" in report.loss
