@@ -28,6 +28,10 @@ _NOQA = re.compile(r"#\s*noqa(?::\s*([A-Za-z]+\d+(?:[\s,]+[A-Za-z]+\d+)*))?", re
 _FILE_NOQA = re.compile(r"^\s*#\s*maskloss:\s*noqa(?::\s*([A-Za-z]+\d+(?:[\s,]+[A-Za-z]+\d+)*))?\s*$", re.I | re.M)
 
 
+_RECEIVER = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*$")
+_NOT_KERAS_COMPILE = {b"re", b"regex", b"re2", b"_re", b"torch", b"py_compile", b"sre_compile", b"jax", b"numba"}
+
+
 def prefilter(data) -> bool:
     """Can this file (bytes or str) produce a finding? False means: do not parse it."""
     if isinstance(data, str):
@@ -45,8 +49,8 @@ def prefilter(data) -> bool:
     if b"loss" in data or b"optim" in data or b"adam" in data or b"Adam" in data:
         start = data.find(b".compile")
         while start != -1:
-            before = data[max(0, start - 3):start]
-            if not (before.endswith(b"re") and not before.isalpha()):
+            m = _RECEIVER.search(data, max(0, start - 40), start)
+            if m is None or m.group(0) not in _NOT_KERAS_COMPILE:
                 return True
             start = data.find(b".compile", start + 8)
     if b"loss" in data and (b"history" in data or b"evaluate" in data):
@@ -159,12 +163,14 @@ class Scanner:
                 data = fh.read(MAX_BYTES + 1)
         except OSError as exc:
             return FileResult(path, [self._error_finding(path, 1, 1, None, f"cannot read: {exc.strerror or exc}")])
-        if not prefilter(data):
-            return FileResult(path, [], skipped=True)
+        # Reading (decoding, notebook JSON) is cheap C-speed work and done for every file, so
+        # unreadable files are reported even when the prefilter would skip them.
         try:
             read_units(path, data)
         except SourceError as exc:
             return FileResult(path, [self._error_finding(path, 1, 1, None, str(exc))])
+        if not prefilter(data):
+            return FileResult(path, [], skipped=True)
         index = self.index_for(path) if self.settings.link else None
         if index is not None:
             an = index._analyses.get(path)
