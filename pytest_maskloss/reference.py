@@ -533,18 +533,24 @@ def _clipped_row_sum(y_pred: np.ndarray, low: float, high: float) -> np.ndarray:
     return total
 
 
-def _sparse_categorical_crossentropy(
-    spec: LossSpec, y_true: Any, y_pred: np.ndarray, flavour: str
-) -> np.ndarray:
-    if spec.axis not in (-1, y_pred.ndim - 1):
-        raise ValueError(f"sparse categorical cross-entropy needs axis=-1, got {spec.axis}")
+def _picked_prediction(spec: LossSpec, y_true: Any, y_pred: np.ndarray):
+    """The prediction at each sparse label, and where ``ignore_class`` leaves a position
+    scored (None without ``ignore_class``)."""
     labels = _sparse_labels(spec, y_true, y_pred)
     valid = None
     if spec.ignore_class is not None:
         valid = labels != spec.ignore_class
         labels = np.where(valid, labels, 0)
     _check_label_range(spec, labels, y_pred.shape[-1])
-    picked = np.take_along_axis(y_pred, labels[..., None], axis=-1)[..., 0]
+    return np.take_along_axis(y_pred, labels[..., None], axis=-1)[..., 0], valid
+
+
+def _sparse_categorical_crossentropy(
+    spec: LossSpec, y_true: Any, y_pred: np.ndarray, flavour: str
+) -> np.ndarray:
+    if spec.axis not in (-1, y_pred.ndim - 1):
+        raise ValueError(f"sparse categorical cross-entropy needs axis=-1, got {spec.axis}")
+    picked, valid = _picked_prediction(spec, y_true, y_pred)
     if spec.from_logits:
         loss = _logsumexp(y_pred) - picked.astype(np.float64)
     else:
@@ -678,15 +684,9 @@ def _exact_from_activation(
         )
     with np.errstate(divide="ignore"):
         if spec.name == "sparse_categorical_crossentropy":
-            labels = _sparse_labels(spec, y_true, y_pred)
-            valid = None
-            if spec.ignore_class is not None:
-                valid = labels != spec.ignore_class
-                labels = np.where(valid, labels, 0)
-            _check_label_range(spec, labels, y_pred.shape[-1])
             # only the picked probability and the row sum are needed: no float64 copy of the
             # (batch, time, vocabulary) array, which dominates the cost at large vocabularies
-            picked = np.take_along_axis(y_pred, labels[..., None], axis=-1)[..., 0]
+            picked, valid = _picked_prediction(spec, y_true, y_pred)
             loss = np.log(_row_sum(y_pred)) - np.log(picked.astype(np.float64))
             return loss if valid is None else np.where(valid, loss, 0.0)
     p = y_pred.astype(np.float64)
