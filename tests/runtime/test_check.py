@@ -489,7 +489,8 @@ def test_endless_generator_without_steps_is_refused_and_steps_bound_it(monkeypat
         assert_masked_loss(language_model(mask_zero=False), endless, paths=("test_on_batch",))
     bounded = ((x[2:], x[2:]) for _ in itertools.count())
     report = pytest_maskloss.check_masked_loss(language_model(), bounded, steps=3, paths=("test_on_batch",))
-    assert report.batches == 3 and report.ok
+    assert report.batches == 3
+    assert report.ok if not OLD_TF_KERAS else {c.mode for c in report.findings} == {"padding-in-denominator"}
 
 
 def test_masking_layer_on_float_inputs_with_a_regression_loss():
