@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pytest_maskloss import _keras
-from pytest_maskloss.data import Batch, DataSource
+from pytest_maskloss.data import Batch, DataSource, batch_tuple
 from pytest_maskloss.diagnose import Candidate, judge
 from pytest_maskloss.errors import MaskLossInputError, MaskLossMismatch
 from pytest_maskloss.reference import (
@@ -350,9 +350,9 @@ class _Check:
             return self._fit_mask(m, shape, "the mask given to the check")
         pad_in = self.pad_in
         if pad_in == "auto":
-            has_zero_weights = batch.sample_weight is not None and np.any(np.asarray(_first(batch.sample_weight)) == 0)
-            pad_in = "sample_weight" if has_zero_weights else "labels"
-            self.report.padding = "zero sample weights" if has_zero_weights else f"labels equal to pad id {self.pad_id!r}"
+            from_weights = self._padding_from_weights(batch)
+            pad_in = "sample_weight" if from_weights else "labels"
+            self.report.padding = "zero sample weights" if from_weights else f"labels equal to pad id {self.pad_id!r}"
         if pad_in == "sample_weight":
             if batch.sample_weight is None:
                 raise MaskLossInputError("pad_in='sample_weight' but the data has no sample_weight")
@@ -402,8 +402,8 @@ class _Check:
 
     def _batch_sums(self, batch: Batch, preds, batch_index, start):
         """Sums for the weighted total over outputs (what Keras reports as "loss") and per output."""
-        preds_list = _as_list(preds, [o.name for o in self.outputs], self.model)
-        ys = _as_list(batch.y, [o.name for o in self.outputs], self.model)
+        preds_list = _as_list(preds, [o.name for o in self.outputs])
+        ys = _as_list(batch.y, [o.name for o in self.outputs])
         per_output = {}
         for out in self.outputs:
             y_out, p_out = ys[out.index], preds_list[out.index]
@@ -438,7 +438,8 @@ class _Check:
             s = _BatchSums(size=batch.size)
             s.masked = float(np.sum(finite * w * m))
             s.weight = float(np.sum(w * m))
-            s.unmasked = float(np.sum(finite * (w if self.pad_in != "sample_weight" and not self._weights_are_padding(batch) else 1.0)))
+            # when the weights are the padding, "padding scored as real tokens" ignores them too
+            s.unmasked = float(np.sum(finite * (1.0 if self._padding_from_weights(batch) else w)))
             s.positions = int(np.prod(losses.shape))
             s.real = int(np.sum(m))
             s.replica_means = _replica_means(finite * w * m, w * m, self.replicas)
@@ -448,8 +449,12 @@ class _Check:
     def _total(self, per_output):
         return _Total([(out.weight, per_output[out.name]) for out in self.outputs])
 
-    def _weights_are_padding(self, batch):
-        return self.report.padding == "zero sample weights"
+    def _padding_from_weights(self, batch):
+        """Whether this batch's padding is its zero sample weights (given, or found by "auto")."""
+        if self.pad_in == "sample_weight":
+            return True
+        return (self.pad_in == "auto" and batch.sample_weight is not None
+                and bool(np.any(np.asarray(_first(batch.sample_weight)) == 0)))
 
     def _user_weights(self, batch, shape):
         if batch.sample_weight is None:
@@ -480,7 +485,7 @@ class _Check:
         epoch_train = self._total(train_out)
         metric_epoch = {}
         train_mode = None  # "same", "separate" or a reason it cannot be compared
-        reg = self._regularisation(state)
+        reg = self._regularisation()
         start = 0
         for index, batch in enumerate(self.data.batches()):
             with self._timed("predict"):
@@ -494,11 +499,11 @@ class _Check:
                 self._note_output_mask(batch)
             logs = None
             if "test_on_batch" in self.paths or (self.metrics and index == 0):
-                logs = _logs(model.test_on_batch(*_xy(batch), return_dict=True))
+                logs = _logs(model.test_on_batch(*batch_tuple(batch), return_dict=True))
                 if index == 0:
                     self.metric_names = self._metric_names(logs) if self.metrics else []
             if "test_on_batch" in self.paths:
-                self._compare_batch("test_on_batch", logs, total, per_output, index, reg)
+                self._compare_batch("test_on_batch", logs, total, index, reg)
                 self._compare_metrics("test_on_batch", logs, batch, preds, f"batch {index}")
             with self._timed("reference"):
                 self._accumulate_metrics(metric_epoch, batch, preds)
@@ -518,9 +523,9 @@ class _Check:
                         train_out[name].add(s)
                     train_total = self._total(train_parts)
                     if "train_on_batch" in self.paths:
-                        logs = _logs(model.train_on_batch(*_xy(batch), return_dict=True))
+                        logs = _logs(model.train_on_batch(*batch_tuple(batch), return_dict=True))
                         _keras.restore_weights(model, state)
-                        self._compare_batch("train_on_batch", logs, train_total, {}, index, reg)
+                        self._compare_batch("train_on_batch", logs, train_total, index, reg)
             start += batch.size
         report.batches = epoch_eval.batches
         report.sequences = epoch_eval.sequences
@@ -572,7 +577,7 @@ class _Check:
             return _keras.to_numpy(self.model(x, training=False))
         return _keras.to_numpy(self.model.predict_on_batch(x))
 
-    def _regularisation(self, state):
+    def _regularisation(self):
         """Σ model.losses (weight regularisers) as Keras adds them to the reported loss."""
         losses = list(getattr(self.model, "losses", []) or [])
         if not losses:
@@ -653,7 +658,7 @@ class _Check:
             return self._unmasked_mode()[1]
         return ""
 
-    def _compare_batch(self, path, logs, total: _BatchSums, per_output, index, reg):
+    def _compare_batch(self, path, logs, total: _BatchSums, index, reg):
         reported = logs.get("loss")
         if reported is None:
             return
@@ -742,8 +747,8 @@ class _Check:
         if out is None:
             return None
         base = name[len(out.name) + 1:] if name.startswith(out.name + "_") and len(self.outputs) > 1 else name
-        ys = _as_list(batch.y, [o.name for o in self.outputs], self.model)
-        ps = _as_list(preds, [o.name for o in self.outputs], self.model)
+        ys = _as_list(batch.y, [o.name for o in self.outputs])
+        ps = _as_list(preds, [o.name for o in self.outputs])
         y_out, p_out = np.asarray(ys[out.index]), np.asarray(ps[out.index])
         if base in _ACCURACY_NAMES:
             return _accuracy(base, out.spec, y_out, p_out), out, y_out
@@ -880,7 +885,7 @@ class _Total:
         return lambda *args: sum(w * getattr(s, name)(*args) for w, s in self.parts)
 
 
-def _as_list(structure, names, model):
+def _as_list(structure, names):
     if isinstance(structure, dict):
         return [structure.get(n) for n in names] if all(n in structure for n in names) else list(structure.values())
     if isinstance(structure, (list, tuple)):
@@ -894,12 +899,6 @@ def _first(sw):
     if isinstance(sw, (list, tuple)):
         return sw[0]
     return sw
-
-
-def _xy(batch: Batch):
-    if batch.sample_weight is None:
-        return (batch.x, batch.y)
-    return (batch.x, batch.y, batch.sample_weight)
 
 
 def _logs(result):
