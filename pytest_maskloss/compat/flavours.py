@@ -1,0 +1,151 @@
+"""The Keras flavours, their names, and what each version does to a masked loss.
+
+This is the one module that spells the flavours out. Everything else (the runtime check, the
+pytest plugin, the losses, the scanner) asks it, the way Keras code asks ``keras.config.backend()``
+instead of guessing. Pure Python: the scanner imports it without TensorFlow, Keras or numpy.
+
+A *flavour* is which Keras API a model is built with:
+
+* ``KERAS3``: Keras 3 (``import keras`` with ``keras>=3``), on any backend;
+* ``TF_KERAS``: the standalone ``tf_keras`` package (Keras 2 API, from TensorFlow 2.15 on,
+  selected with ``TF_USE_LEGACY_KERAS=1``);
+* ``TF_DOT_KERAS``: the Keras 2 bundled as ``tf.keras`` in TensorFlow 2.x up to 2.15.
+
+A *stack* is a flavour on a backend (only Keras 3 has a choice): its name, ``stack_name()``, is
+what reports, references and tests use.
+
+The facts below were measured on CPU with the versions named in ``docs/failure-modes.md``.
+"""
+
+from __future__ import annotations
+
+KERAS3 = "keras3"
+TF_KERAS = "tf_keras"
+TF_DOT_KERAS = "tf.keras"
+FLAVOURS = (KERAS3, TF_KERAS, TF_DOT_KERAS)
+KERAS2_FLAVOURS = (TF_KERAS, TF_DOT_KERAS)
+
+TENSORFLOW, JAX, TORCH, NUMPY = "tensorflow", "jax", "torch", "numpy"
+BACKENDS = (TENSORFLOW, JAX, TORCH, NUMPY)
+
+# The top-level packages whose classes are Keras's own (a model's class tells its flavour).
+KERAS_PACKAGES = ("keras", "tf_keras", "tensorflow")
+# The packages the Keras ``Model`` class is imported from, per flavour (tf.keras 2.x ships as
+# the ``keras`` 2.x package).
+MODEL_PACKAGES = {KERAS3: "keras", TF_KERAS: "tf_keras", TF_DOT_KERAS: "keras"}
+LEGACY_ENV = "TF_USE_LEGACY_KERAS"  # "1": tf.keras is tf_keras (TensorFlow >= 2.16)
+
+_LABELS = {KERAS3: "Keras", TF_KERAS: "tf_keras", TF_DOT_KERAS: "tf.keras"}
+
+
+def stack_name(flavour: str, backend: str = TENSORFLOW) -> str:
+    """``"keras3-jax"``, ``"tf_keras"``, ...: the flavour, and for Keras 3 its backend."""
+    if flavour not in FLAVOURS:
+        raise ValueError(f"unknown Keras flavour {flavour!r}; expected one of {FLAVOURS}")
+    if flavour == KERAS3:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown Keras 3 backend {backend!r}; expected one of {BACKENDS}")
+        return f"{KERAS3}-{backend}"
+    return flavour
+
+
+STACKS = tuple(stack_name(KERAS3, b) for b in BACKENDS) + KERAS2_FLAVOURS
+
+
+def parse_stack(name: str) -> tuple[str, str]:
+    """(flavour, backend) of a stack name; ValueError for anything else."""
+    if name in KERAS2_FLAVOURS:
+        return name, TENSORFLOW
+    flavour, _, backend = name.partition("-")
+    if flavour == KERAS3 and backend in BACKENDS:
+        return flavour, backend
+    raise ValueError(f"unknown Keras stack {name!r}; expected one of {STACKS}")
+
+
+def label(flavour: str, version: str, backend: str = TENSORFLOW) -> str:
+    """``"Keras 3.15.1 (tensorflow backend)"``: how reports name a stack."""
+    return f"{_LABELS[flavour]} {version} ({backend} backend)"
+
+
+def flavour_label(flavour: str) -> str:
+    return _LABELS[flavour]
+
+
+def flavour_of_package(package: str, major: int | None) -> str | None:
+    """The flavour a ``keras`` / ``tf_keras`` package of that major version provides."""
+    if package == "tf_keras":
+        return TF_KERAS
+    if package == "keras" and major is not None:
+        return KERAS3 if major >= 3 else TF_DOT_KERAS
+    return None
+
+
+def flavour_of_tensorflow(version: tuple[int, ...]) -> str:
+    """The ``tf.keras`` a TensorFlow version ships (without ``TF_USE_LEGACY_KERAS``)."""
+    return KERAS3 if version[:2] >= (2, 16) else TF_DOT_KERAS
+
+
+# --- what a masked loss does, by flavour and version ---------------------------------------
+# ``version`` is the Keras version as a tuple; None when unknown. Each fact returns None when it
+# cannot be decided from what is known.
+
+
+def padding_in_denominator(flavour: str | None, version: tuple[int, ...] | None) -> bool | None:
+    """Does a stock loss divide a masked batch by every position, padding included?
+
+    True on tf.keras before 2.11 (the mask zeroes the padded terms, the default reduction
+    still divides by B·T); later Keras 2 and Keras 3 divide by the real tokens.
+    """
+    if flavour in (KERAS3, TF_KERAS):  # tf_keras starts at 2.15
+        return False
+    if flavour == TF_DOT_KERAS and version:
+        return version[:2] < (2, 11)
+    return None
+
+
+def has_mean_with_sample_weight(flavour: str | None, version: tuple[int, ...] | None) -> bool | None:
+    """Is ``reduction="mean_with_sample_weight"`` available (Keras >= 3.7)?"""
+    if flavour in KERAS2_FLAVOURS:
+        return False
+    if flavour == KERAS3 and version and len(version) >= 2:
+        return version[:2] >= (3, 7)
+    return None
+
+
+def mask_zero_index(flavour: str | None) -> tuple[int, ...]:
+    """Positions ``Embedding``'s ``mask_zero`` may take as a positional argument (0-based).
+
+    Keras 3: the 6th, after ``embeddings_constraint``; Keras 2: the 7th (``activity_regularizer``
+    comes first). Unknown flavour: either.
+    """
+    if flavour == KERAS3:
+        return (5,)
+    if flavour in KERAS2_FLAVOURS:
+        return (6,)
+    return (5, 6)
+
+
+def tensorflow_backed(stack: str) -> bool:
+    """Stacks whose losses run on TensorFlow ops."""
+    return parse_stack(stack)[1] == TENSORFLOW
+
+
+def crossentropy_from_logits_under_activation(stack: str) -> bool:
+    """Does a cross-entropy on a softmax/sigmoid output use the logits under the activation?
+
+    On the TensorFlow stacks Keras finds them (``_keras_logits`` or the graph's Softmax/Sigmoid
+    op) and skips the clipping; Keras 3 on JAX and PyTorch uses the probabilities.
+    """
+    return tensorflow_backed(stack)
+
+
+def sparse_crossentropy_renormalises_clipped(stack: str) -> bool:
+    """Sparse cross-entropy from probabilities: clip, then divide by the clipped row sum
+    (TensorFlow stacks, through a softmax cross-entropy of log p); elsewhere divide first."""
+    return tensorflow_backed(stack)
+
+
+def binary_crossentropy_adds_epsilon(stack: str) -> bool:
+    """Binary cross-entropy from probabilities takes ``log(p + eps)`` (Keras 2) rather than
+    ``log(p)`` after clipping (Keras 3)."""
+    return parse_stack(stack)[0] in KERAS2_FLAVOURS
