@@ -13,29 +13,16 @@ Takes about 20-40 s on two cores (most of it building the inputs and Keras' firs
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
 
+from pytest_maskloss.compat.detect import module_info, process_keras
+from pytest_maskloss.compat.ops import tensor_ops
 from pytest_maskloss.reference import LossSpec, per_token_loss
 
 BATCH, STEPS, VOCABULARY = 32, 128, 8000
 REPEATS = 3
-
-
-def keras_module():
-    if os.environ.get("TF_USE_LEGACY_KERAS") == "1":
-        import tf_keras
-
-        return tf_keras, "tf_keras"
-    import keras
-
-    if int(keras.__version__.split(".")[0]) >= 3:
-        return keras, f"keras3-{keras.backend.backend()}"
-    import tensorflow as tf
-
-    return tf.keras, "tf.keras"
 
 
 def best_of(function, repeats=REPEATS):
@@ -54,7 +41,8 @@ def to_numpy(x):
 
 
 def main():
-    keras, flavour = keras_module()
+    keras = process_keras()
+    flavour = module_info(keras).stack
     rng = np.random.default_rng(0)
     shape = (BATCH, STEPS, VOCABULARY)
     logits = rng.standard_normal(shape, dtype=np.float32)
@@ -65,12 +53,7 @@ def main():
     labels = rng.integers(0, VOCABULARY, size=shape[:-1])
     probs[0, 0, labels[0, 0]] = 1.0
 
-    if flavour.startswith("keras3-"):
-        convert = keras.ops.convert_to_tensor
-    else:
-        import tensorflow as tf
-
-        convert = tf.convert_to_tensor
+    convert = tensor_ops(keras).convert
     tensors = {"probabilities": convert(probs), "logits": convert(logits)}
     arrays = {"probabilities": probs, "logits": logits}
     label_tensor = convert(labels)

@@ -19,8 +19,8 @@ __all__ = [
 ]
 
 _LAZY = {
-    "assert_masked_loss": "pytest_maskloss.check",
-    "check_masked_loss": "pytest_maskloss.check",
+    "assert_masked_loss": "pytest_maskloss.check.api",
+    "check_masked_loss": "pytest_maskloss.check.api",
 }
 
 

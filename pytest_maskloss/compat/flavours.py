@@ -62,9 +62,10 @@ def parse_stack(name: str) -> tuple[str, str]:
     raise ValueError(f"unknown Keras stack {name!r}; expected one of {STACKS}")
 
 
-def label(flavour: str, version: str, backend: str = TENSORFLOW) -> str:
-    """``"Keras 3.15.1 (tensorflow backend)"``: how reports name a stack."""
-    return f"{_LABELS[flavour]} {version} ({backend} backend)"
+def label(flavour: str, version: str, backend: str = TENSORFLOW, note: str = "") -> str:
+    """``"Keras 3.15.1 (tensorflow backend)"``: how reports name a stack (``note`` goes inside
+    the parentheses)."""
+    return f"{_LABELS[flavour]} {version} ({backend} backend{note})"
 
 
 def flavour_label(flavour: str) -> str:

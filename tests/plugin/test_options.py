@@ -11,7 +11,8 @@ import pytest
 
 # hypothesis' plugin imports hypothesis in its terminal summary: seconds per in-process run
 QUIET = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
-HEAVY = ("tensorflow", "keras", "tf_keras", "jax", "numpy", "pytest_maskloss.audit", "pytest_maskloss.check")
+HEAVY = ("tensorflow", "keras", "tf_keras", "jax", "torch", "numpy", "pytest_maskloss.plugin.audit",
+         "pytest_maskloss.check.api", "pytest_maskloss.check.run", "pytest_maskloss.compat.model")
 
 
 def test_importing_the_plugin_loads_nothing_heavy():

@@ -1,6 +1,6 @@
 """Which Keras the runtime tests run on, chosen the way users choose it.
 
-Keras 3 (TensorFlow or JAX backend by KERAS_BACKEND) unless TF_USE_LEGACY_KERAS=1 (tf_keras);
+Keras 3 (TensorFlow, JAX or PyTorch backend by KERAS_BACKEND) unless TF_USE_LEGACY_KERAS=1 (tf_keras);
 tf.keras where the installed keras is 2.x (TensorFlow 2.10).
 """
 
@@ -25,12 +25,20 @@ else:
         STACK = "tf.keras"
 
 KERAS3 = STACK.startswith("keras3")
-TF_BACKEND = STACK != "keras3-jax"
+BACKEND = keras.config.backend() if KERAS3 else "tensorflow"
+TF_BACKEND = STACK in ("keras3-tensorflow", "tf_keras", "tf.keras")  # losses run on TensorFlow ops
 TF_VERSION = tuple(int(p) for p in tf.__version__.split(".")[:2])
 OLD_TF_KERAS = STACK == "tf.keras" and TF_VERSION < (2, 11)
 
 only_tf210 = pytest.mark.skipif(not OLD_TF_KERAS, reason="the padding-in-denominator mask bug is tf.keras < 2.11 only")
 tf_backend_only = pytest.mark.skipif(not TF_BACKEND, reason="needs the TensorFlow backend")
+
+
+def to_numpy(x):
+    """A tensor of the stack under test as numpy (a torch tensor may require grad)."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+    return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
 
 
 def sce(labels, probs):

@@ -16,7 +16,7 @@ import pytest_maskloss
 from pytest_maskloss import MaskLossInputError, MaskLossMismatch, assert_masked_loss
 
 VOCAB = 7
-LENGTHS = [6, 6, 2, 1]  # background.md's probe: 4 sequences of length 6
+LENGTHS = [6, 6, 2, 1]  # the probe of docs/failure-modes.md: 4 sequences of length 6
 
 
 def padded_tokens(lengths=LENGTHS, T=6, seed=0, vocab=VOCAB):
@@ -51,7 +51,7 @@ SEED_LABELS = np.array([[1, 1, 2, 0, 0]])
 
 
 def seed_model():
-    """background.md's case: 5-class uniform softmax (p = 0.2 everywhere), mask_zero=True."""
+    """The seed case of docs/failure-modes.md: 5-class uniform softmax (p = 0.2 everywhere), mask_zero=True."""
     return language_model(T=5, uniform=True, vocab=5)
 
 
@@ -216,7 +216,7 @@ def test_all_padding_batch_is_diagnosed_as_empty_batch():
     first_batch = token_losses(model, x[:2], x[:2]).mean()
     evaluate = next(c for c in err.findings if c.path == "evaluate")
     assert evaluate.mode == "empty-batch" and evaluate.reference == pytest.approx(first_batch, rel=1e-5)
-    # what each stack reports for a batch without a real token (background.md): NaN is a
+    # what each stack reports for a batch without a real token (docs/failure-modes.md): NaN is a
     # finding of its own; 0.0 is only noted, its harm shows in the epoch figure
     if STACK == "tf_keras" or (STACK == "tf.keras" and not OLD_TF_KERAS):
         empty = next(c for c in err.findings if c.path == "test_on_batch")
@@ -480,7 +480,7 @@ def test_mixed_precision_uses_the_tolerance_of_its_compute_dtype(policy, rtol):
 def test_endless_generator_without_steps_is_refused_and_steps_bound_it(monkeypatch):
     import itertools
 
-    from pytest_maskloss import data
+    from pytest_maskloss.check import data
 
     x = padded_tokens()
     monkeypatch.setattr(data, "MAX_UNCOUNTED_BATCHES", 5)  # keep the test quick

@@ -2,7 +2,7 @@
 
 Every expected figure is computed here in numpy from the model's own predictions (per-token
 cross-entropy, then the reduction written out by hand): "before" asserts the wrong figure the
-stock loss reports (background.md), "after" asserts the token mean for the fix.
+stock loss reports (docs/failure-modes.md), "after" asserts the token mean for the fix.
 
 Stacks: Keras 3 on TensorFlow (default), Keras 3 on JAX (``KERAS_BACKEND=jax``), tf_keras
 (``TF_USE_LEGACY_KERAS=1``), tf.keras 2.10 (its own venv).
@@ -13,12 +13,11 @@ import os
 
 import numpy as np
 import pytest
+from stack import BACKEND, KERAS3, to_numpy
 
 mk = pytest.importorskip("pytest_maskloss.keras", reason="needs TensorFlow or Keras")
 K = mk.keras
 
-KERAS3 = mk.KERAS3
-BACKEND = mk._backend_name()
 VERSION = tuple(int(p) for p in K.__version__.split(".")[:2])
 TF210 = not KERAS3 and VERSION < (2, 11)  # tf.keras 2.10: mask in the denominator
 STACK = f"{'keras' if KERAS3 else ('tf_keras' if K.__name__ == 'tf_keras' else 'tf.keras')} {K.__version__} ({BACKEND})"
@@ -90,8 +89,7 @@ def compiled(loss, metrics=(), lr=0.0, **kw):
 
 def outputs(model, x):
     """The model's output on ``x`` as numpy (a direct call: no predict function to trace)."""
-    out = model(x, training=False)
-    return np.asarray(out.numpy() if hasattr(out, "numpy") else out)
+    return to_numpy(model(x, training=False))
 
 
 def per_token(model, x=X, y=Y, logits=False):

@@ -2,16 +2,16 @@
 
 Every expected value is computed here by Keras (Loss objects with ``reduction="none"``, the
 same wrapper compile() builds), never taken from the reference itself. The module runs on
-Keras 3 (TensorFlow or JAX backend), tf_keras (TF_USE_LEGACY_KERAS=1) and tf.keras 2.10.
+Keras 3 (TensorFlow, JAX or PyTorch backend), tf_keras (TF_USE_LEGACY_KERAS=1) and tf.keras 2.10.
 """
 
 from __future__ import annotations
 
-import os
 import zlib
 
 import numpy as np
 import pytest
+from stack import STACK, TF_BACKEND, keras, to_numpy
 
 from pytest_maskloss.reference import (
     FLAVOURS,
@@ -28,27 +28,8 @@ RTOL = 1e-5
 ATOL = 1e-6
 
 
-def keras_under_test():
-    """The Keras module this stack trains with, and its reference flavour."""
-    if os.environ.get("TF_USE_LEGACY_KERAS") == "1":
-        import tf_keras
-
-        return tf_keras, "tf_keras"
-    import keras
-
-    if int(keras.__version__.split(".")[0]) >= 3:
-        return keras, f"keras3-{keras.backend.backend()}"
-    import tensorflow as tf
-
-    return tf.keras, "tf.keras"
-
-
-K, FLAVOUR = keras_under_test()
+K, FLAVOUR = keras, STACK
 IS_KERAS3 = FLAVOUR.startswith("keras3-")
-
-
-def to_numpy(x) -> np.ndarray:
-    return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
 
 
 def as_model_tensors(*arrays):
@@ -154,9 +135,7 @@ def test_sparse_flavour_matters_for_exact_zeros(rng):
     _, probs = extreme_probabilities(rng, shape, labels)
     expected = keras_per_token("SparseCategoricalCrossentropy", labels, probs)
     spec = LossSpec("sparse_categorical_crossentropy")
-    other = "keras3-jax" if FLAVOUR in ("keras3-tensorflow", "tf_keras", "tf.keras") else (
-        "keras3-tensorflow"
-    )
+    other = "keras3-jax" if TF_BACKEND else "keras3-tensorflow"
     assert_matches_keras(
         per_token_loss(spec, labels, probs, flavour=FLAVOUR), expected, vocabulary=shape[-1]
     )
@@ -665,7 +644,7 @@ def test_model_loss_on_an_activation_output(rng, output, loss_name, options):
 
     spec = resolve_loss_spec(model.loss)
     unwrapped = activation_unwrapped_by_keras(output_layer, FLAVOUR)
-    assert unwrapped == (None if FLAVOUR.startswith("keras3-jax") else activation)
+    assert unwrapped == (activation if TF_BACKEND else None)
     reference = per_token_loss(
         spec, y_true, probabilities, flavour=FLAVOUR, unwrapped_activation=unwrapped
     )

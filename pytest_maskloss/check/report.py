@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from pytest_maskloss.diagnose import FIXES, FORMULAS
+from pytest_maskloss.check.diagnose import FIXES, FORMULAS
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from pytest_maskloss._keras import to_numpy
+from pytest_maskloss.compat.model import to_numpy
 from pytest_maskloss.errors import MaskLossInputError
 
 DEFAULT_BATCH_SIZE = 32  # Keras' own default for arrays
@@ -25,24 +25,26 @@ class Batch:
 
     @property
     def size(self) -> int:
-        return int(_leading_dim(self.x))
+        return int(leading_dim(self.x))
 
 
-def _leading_dim(structure):
+def leading_dim(structure) -> int:
+    """Number of samples: the first axis of the first array of a structure."""
     if isinstance(structure, dict):
         structure = next(iter(structure.values()))
     elif isinstance(structure, (list, tuple)):
         structure = structure[0]
-    return np.shape(structure)[0]
+    return int(np.shape(structure)[0])
 
 
-def _slice(structure, start, stop):
+def slice_rows(structure, start, stop):
+    """Rows ``start:stop`` of every array of a structure (None stays None)."""
     if structure is None:
         return None
     if isinstance(structure, dict):
-        return {k: _slice(v, start, stop) for k, v in structure.items()}
+        return {k: slice_rows(v, start, stop) for k, v in structure.items()}
     if isinstance(structure, (list, tuple)):
-        return type(structure)(_slice(v, start, stop) for v in structure)
+        return type(structure)(slice_rows(v, start, stop) for v in structure)
     return structure[start:stop]
 
 
@@ -94,12 +96,12 @@ class DataSource:
             if y is None:
                 raise MaskLossInputError("labels y are required with array inputs")
             self._x, self._y, self._sw = to_numpy(x), to_numpy(y), to_numpy(sample_weight)
-            n = _leading_dim(self._x)
+            n = leading_dim(self._x)
             if n == 0:
                 raise MaskLossInputError("the data is empty: x has 0 samples")
-            if _leading_dim(self._y) != n:
+            if leading_dim(self._y) != n:
                 raise MaskLossInputError(
-                    f"x has {n} samples but y has {_leading_dim(self._y)}"
+                    f"x has {n} samples but y has {leading_dim(self._y)}"
                 )
             self.batch_size = batch_size or DEFAULT_BATCH_SIZE
         if self.kind != "arrays" and (y is not None or sample_weight is not None):
@@ -134,11 +136,11 @@ class DataSource:
 
     def _raw_batches(self):
         if self.kind == "arrays":
-            n = _leading_dim(self._x)
+            n = leading_dim(self._x)
             for start in range(0, n, self.batch_size):
                 stop = min(start + self.batch_size, n)
                 yield Batch(
-                    _slice(self._x, start, stop), _slice(self._y, start, stop), _slice(self._sw, start, stop)
+                    slice_rows(self._x, start, stop), slice_rows(self._y, start, stop), slice_rows(self._sw, start, stop)
                 )
         elif self.kind == "dataset":
             import tensorflow as tf
@@ -206,6 +208,13 @@ def batch_tuple(batch: Batch):
     if batch.sample_weight is None:
         return (batch.x, batch.y)
     return (batch.x, batch.y, batch.sample_weight)
+
+
+def is_one_shot(x) -> bool:
+    """A generator or iterator that can be read only once (not a dataset or Sequence)."""
+    if x is None or not hasattr(x, "__next__"):
+        return False
+    return not (_is_dataset(x) or _is_keras_sequence(x))
 
 
 def _is_dataset(x):
