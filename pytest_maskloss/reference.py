@@ -1,24 +1,11 @@
 """The numpy reference under its documented import path: ``pytest_maskloss.reference`` is
-``pytest_maskloss.check.reference`` (per-token losses) with ``check.lossspec`` (loss specs)."""
+``pytest_maskloss.check.reference`` (per-token losses, with the loss specs of
+``check.lossspec``); every name is looked up there."""
 
-from pytest_maskloss.check.reference import (
-    FLAVOURS,
-    LossSpec,
-    activation_unwrapped_by_keras,
-    detect_flavour,
-    per_token_loss,
-    resolve_loss_spec,
-    supported_losses,
-    valid_token_mask,
-)
+from pytest_maskloss.check import reference as _reference
 
-__all__ = [
-    "FLAVOURS",
-    "activation_unwrapped_by_keras",
-    "LossSpec",
-    "detect_flavour",
-    "per_token_loss",
-    "resolve_loss_spec",
-    "supported_losses",
-    "valid_token_mask",
-]
+__all__ = list(_reference.__all__)
+
+
+def __getattr__(name):
+    return getattr(_reference, name)
