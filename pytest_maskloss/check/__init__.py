@@ -16,7 +16,7 @@ _LAZY = {
     "check_masked_loss": "pytest_maskloss.check.api",
     "ALL_PATHS": "pytest_maskloss.check.choices",
     "GRANULARITIES": "pytest_maskloss.check.choices",
-    "TOLERANCES": "pytest_maskloss.check.api",
+    "TOLERANCES": "pytest_maskloss.check.observation",
     "Report": "pytest_maskloss.check.report",
 }
 

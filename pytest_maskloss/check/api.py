@@ -12,18 +12,6 @@ from pytest_maskloss.compat import detect, model as M
 from pytest_maskloss.errors import MaskLossInputError, MaskLossMismatch
 
 
-# Default tolerances by compute dtype: float32 sums over many tokens, float16/bfloat16 under
-# mixed precision.
-TOLERANCES = {
-    "float32": (1e-5, 1e-6),
-    "float64": (1e-7, 1e-9),
-    "float16": (1e-3, 1e-4),
-    "mixed_float16": (1e-3, 1e-4),
-    "bfloat16": (1e-2, 1e-3),
-    "mixed_bfloat16": (1e-2, 1e-3),
-}
-
-
 def assert_masked_loss(model, x, y=None, sample_weight=None, **options) -> Report:
     """Check that every loss (and masked metric) ``model`` reports on ``(x, y)`` is the mean
     over real tokens; raise ``MaskLossMismatch`` naming the failure mode if one is not.
@@ -88,12 +76,11 @@ def check_masked_loss(
         raise MaskLossInputError(f"unknown path(s) {unknown}; choose from {list(ALL_PATHS)}")
     if granularity not in GRANULARITIES:
         raise MaskLossInputError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
-    default_rtol, default_atol = TOLERANCES.get(M.compute_dtype(model), TOLERANCES["float32"])
     data = DataSource(x, y, sample_weight, batch_size=batch_size, steps=steps)
     run = CheckRun(
-        model, info, data, pad_id=pad_id, pad_in=pad_in, mask=mask,
-        per_token_loss_fn=per_token_loss_fn, paths=paths, granularity=granularity,
-        rtol=default_rtol if rtol is None else rtol, atol=default_atol if atol is None else atol,
+        model, info, data, paths=paths, pad_id=pad_id, pad_in=pad_in, mask=mask,
+        per_token_loss_fn=per_token_loss_fn, granularity=granularity,
+        rtol=rtol, atol=atol,
         metrics=metrics,
     )
     with guard.running():

@@ -61,7 +61,7 @@ class Judge:
 
     # -- losses -------------------------------------------------------------------------
 
-    def batch(self, path, logs, total: BatchSums, index, reg):
+    def batch(self, path, logs, total: BatchSums, scope, reg):
         reported = logs.get("loss")
         if reported is None:
             return
@@ -70,11 +70,11 @@ class Judge:
             # itself (the epoch figure is judged separately), a NaN poisons every aggregate
             if math.isfinite(reported):
                 self.report.notes.append(
-                    f"{path}: batch {index} holds no real token; Keras reports {reported:.7g} "
+                    f"{path}: {scope} holds no real token; Keras reports {reported:.7g} "
                     "for it and counts its sequences in epoch figures")
                 return
             self.report.comparisons.append(Comparison(
-                path, "loss", f"batch {index}", reported, float("nan"), False, "empty-batch",
+                path, "loss", scope, reported, float("nan"), False, "empty-batch",
                 "empty-batch-nan", [Candidate("empty-batch-nan", float("nan"))],
                 total.real, total.positions, detail="the batch holds no real token"))
             return
@@ -84,7 +84,7 @@ class Judge:
         ]
         if self.replicas > 1:
             cands.append(Candidate("replicas-weighted-equally", total.replica_mean() + reg))
-        self._add(path, "loss", f"batch {index}", reported, total.ref() + reg, cands, total.real, total.positions)
+        self._add(path, "loss", scope, reported, total.ref() + reg, cands, total.real, total.positions)
 
     def loss_granularity(self, logs):
         """At token granularity a token-level epoch figure must be reported. Keras' epoch loss
@@ -101,7 +101,7 @@ class Judge:
         base = name.split("_", 1)[1] if len(self.output_names) > 1 and "_" in name else name
         return name in TOKEN_METRICS or base in TOKEN_METRICS
 
-    def epoch(self, path, reported, quantity, epoch: EpochSums, reg, granularity=None):
+    def epoch(self, path, reported, quantity, epoch: EpochSums, reg, granularity=None, scope=None):
         if reported is None:
             return
         granularity = granularity or self.granularity
@@ -119,7 +119,7 @@ class Judge:
         cands.append(Candidate("unmasked", by_seq["unmasked"]))
         if self.replicas > 1:
             cands.append(Candidate("replicas-weighted-equally", by_seq["replicas-weighted-equally"]))
-        scope = f"epoch, {epoch.batches} batches"
+        scope = scope or f"epoch, {epoch.batches} batches"
         self._add(path, quantity, scope, float(reported), expected, cands, epoch.real, epoch.positions)
         if granularity == "batch" and not math.isclose(token, by_seq["reference"], rel_tol=self.rtol):
             self._note(

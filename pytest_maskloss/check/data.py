@@ -73,7 +73,7 @@ class DataSource:
         self._buffer: list | None = None
         if _is_dataset(x):
             self.kind = "dataset"
-            self._check_cardinality(x)
+            self._check_cardinality(x, steps)
         elif hasattr(x, "__getitem__") and hasattr(x, "__len__") and _is_keras_sequence(x):
             self.kind = "sequence"
         elif callable(x) and not hasattr(x, "shape") and not isinstance(x, (dict, list, tuple)):
@@ -112,10 +112,16 @@ class DataSource:
             raise MaskLossInputError("the data is empty: the generator yielded no batch")
 
     @staticmethod
-    def _check_cardinality(dataset):
+    def _check_cardinality(dataset, steps):
+        import tensorflow as tf
+
         n = int(dataset.cardinality())
         if n == 0:
             raise MaskLossInputError("the data is empty: the dataset has no batch")
+        if n == tf.data.INFINITE_CARDINALITY and steps is None:
+            raise MaskLossInputError(
+                "the dataset repeats forever: pass steps= to say how many batches to check"
+            )
 
     def describe(self) -> str:
         if self.kind == "arrays":
@@ -143,12 +149,6 @@ class DataSource:
                     slice_rows(self._x, start, stop), slice_rows(self._y, start, stop), slice_rows(self._sw, start, stop)
                 )
         elif self.kind == "dataset":
-            import tensorflow as tf
-
-            if int(self._x.cardinality()) == tf.data.INFINITE_CARDINALITY and self.steps is None:
-                raise MaskLossInputError(
-                    "the dataset repeats forever: pass steps= to say how many batches to check"
-                )
             for element in self._x:
                 yield _split_element(element)
         elif self.kind == "sequence":
@@ -208,13 +208,6 @@ def batch_tuple(batch: Batch):
     if batch.sample_weight is None:
         return (batch.x, batch.y)
     return (batch.x, batch.y, batch.sample_weight)
-
-
-def is_one_shot(x) -> bool:
-    """A generator or iterator that can be read only once (not a dataset or Sequence)."""
-    if x is None or not hasattr(x, "__next__"):
-        return False
-    return not (_is_dataset(x) or _is_keras_sequence(x))
 
 
 def _is_dataset(x):

@@ -82,23 +82,28 @@ class Metrics:
             expected, unmasked_mean = _means(name, masked, weight, unmasked, n)
             self.judge.metric(path, name, scope, logs[name], expected, unmasked_mean, real, n)
 
-    def accumulate(self, batch, preds, start=0):
+    def accumulate(self, batch, preds, start=0, into=None):
+        """Add a batch's metric sums to ``into`` (the epoch's, by default)."""
+        into = self.epoch if into is None else into
         for name in self.names:
             sums = self._sums(name, batch, preds, start)
             if sums is None:
                 continue
-            prev = self.epoch.get(name, (0.0, 0.0, 0.0, 0, 0))
-            self.epoch[name] = tuple(a + b for a, b in zip(prev, sums))
+            prev = into.get(name, (0.0, 0.0, 0.0, 0, 0))
+            into[name] = tuple(a + b for a, b in zip(prev, sums))
 
-    def compare_epoch(self, path, logs, batches):
+    def compare_epoch(self, path, logs, batches, sums=None, prefix="", scope=None):
+        """Judge the epoch figures in ``logs`` (named ``prefix`` + metric, e.g. ``val_``)."""
+        sums = self.epoch if sums is None else sums
         for name in self.logged(logs):
-            if name not in self.epoch:
+            base = name[len(prefix):] if prefix and name.startswith(prefix) else None if prefix else name
+            if base is None or base not in sums:
                 continue
-            masked, weight, unmasked, n, real = self.epoch[name]
+            masked, weight, unmasked, n, real = sums[base]
             if weight <= 0:
                 continue
-            expected, unmasked_mean = _means(name, masked, weight, unmasked, n)
-            self.judge.metric(path, name, f"epoch, {batches} batches", logs[name], expected,
+            expected, unmasked_mean = _means(base, masked, weight, unmasked, n)
+            self.judge.metric(path, name, scope or f"epoch, {batches} batches", logs[name], expected,
                               unmasked_mean, real, n)
 
 

@@ -18,11 +18,17 @@ class Output:
     name: str
     index: int
     loss_text: str
-    spec: LossSpec | None
-    fn: object  # numpy per-token function (custom) or None
+    spec: LossSpec | None  # a stock loss: the numpy reference computes it
+    fn: object  # per_token_loss_fn: the caller's numpy per-token function, or None
     weight: float = 1.0
     # TensorFlow stacks compute a cross-entropy from the logits under a softmax/sigmoid output
     unwrapped: str | None = None
+    loss: object = None  # what compile() was given for this output
+
+    @property
+    def custom(self) -> bool:
+        """No numpy reference: the loss itself is evaluated per token inside the step."""
+        return self.spec is None and self.fn is None
 
     def per_token(self, y_true, y_pred, stack):
         if self.fn is not None:
@@ -31,7 +37,7 @@ class Output:
 
 
 def resolve_outputs(model, stack: str, per_token_loss_fn) -> list:
-    """One Output per output with a loss, or MaskLossInputError saying what is missing."""
+    """One Output per output with a loss, or MaskLossInputError saying what cannot be checked."""
     loss = M.compiled_loss(model)
     names = M.output_names(model)
     if loss is None:
@@ -53,20 +59,36 @@ def resolve_outputs(model, stack: str, per_token_loss_fn) -> list:
         fn = per_token_loss_fn.get(name) if isinstance(per_token_loss_fn, dict) else per_token_loss_fn
         spec = resolve_loss_spec(item)
         text = spec.source if spec is not None else describe_loss(item)
-        if fn is None and spec is None:
+        reason = couples_tokens(item)
+        if fn is None and spec is None and reason:
             raise MaskLossInputError(
-                f"no numpy reference for the custom loss {text} of output {name!r}: pass "
-                "per_token_loss_fn=fn where fn(y_true, y_pred) returns the per-token losses "
-                "(shape (batch, time)) as numpy"
+                f"the loss {text} of output {name!r} is not comparable token by token ({reason}): "
+                "pass per_token_loss_fn=fn where fn(y_true, y_pred) returns per-token losses as numpy"
             )
         if fn is not None:
             text += " (reference: per_token_loss_fn)"
+        elif spec is None:
+            text += " (reference: the loss itself, token by token)"
         layer = layers[index] if index < len(layers) else None
         unwrapped = None
         if layer is not None and spec is not None and not spec.from_logits:
             unwrapped = activation_unwrapped_by_keras(layer, stack)
-        outputs.append(Output(name, index, text, spec, fn, weights.get(name, 1.0), unwrapped))
+        outputs.append(Output(name, index, text, spec, fn, weights.get(name, 1.0), unwrapped, item))
     return outputs
+
+
+_COUPLED = {"ctc": "CTC aligns whole label sequences"}
+
+
+def couples_tokens(loss) -> str:
+    """Why a loss cannot be split into per-token terms ("" when it can)."""
+    names = [loss if isinstance(loss, str) else "", getattr(loss, "__name__", ""),
+             getattr(loss, "name", "") or "", type(loss).__name__]
+    for name in names:
+        for key, reason in _COUPLED.items():
+            if isinstance(name, str) and key in name.lower():
+                return reason
+    return ""
 
 
 def describe_loss(loss) -> str:

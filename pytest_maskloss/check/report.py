@@ -81,7 +81,8 @@ class Report:
     def findings(self) -> list:
         """Mismatches, epoch figures first (the ones users read), then per-batch ones."""
         wrong = [c for c in self.comparisons if not c.ok]
-        return sorted(wrong, key=lambda c: _PATH_ORDER.get(c.path, len(_PATH_ORDER)))
+        return sorted(wrong, key=lambda c: (_PATH_ORDER.get(c.path, len(_PATH_ORDER)),
+                                            not c.scope.startswith("epoch")))
 
     @property
     def ok(self) -> bool:

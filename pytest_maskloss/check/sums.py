@@ -57,8 +57,9 @@ class EpochSums:
     nonempty_sequences: int = 0
     by_seq: dict = field(default_factory=lambda: {k: 0.0 for k in EPOCH_KEYS})
     sum_of_batch_means: float = 0.0
+    added_by_seq: float = 0.0  # Σ B_b · (model.losses of batch b)
 
-    def add(self, s: BatchSums):
+    def add(self, s: BatchSums, added: float = 0.0):
         self.masked += s.masked
         self.weight += s.weight
         self.sequences += s.size
@@ -78,6 +79,19 @@ class EpochSums:
         self.by_seq["replicas-weighted-equally"] += s.size * (0.0 if empty else s.replica_mean())
         self.by_seq["empty-batch-nan"] += s.size * (float("nan") if empty else ref)
         self.sum_of_batch_means += ref
+        self.added_by_seq += s.size * added
+
+    def merge(self, other: "EpochSums"):
+        """Add another period's sums (the periods of several ``*_on_batch`` calls)."""
+        for name in ("masked", "weight", "sequences", "batches", "real", "positions", "empty_batches",
+                     "nonempty_sequences", "sum_of_batch_means", "added_by_seq"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for key in EPOCH_KEYS:
+            self.by_seq[key] += other.by_seq[key]
+
+    def added(self):
+        """model.losses (regularisers, add_loss) as Keras' epoch figure averages them."""
+        return self.added_by_seq / self.sequences if self.sequences else 0.0
 
     def mean_of_batch_means(self):
         return self.sum_of_batch_means / self.batches if self.batches else float("nan")

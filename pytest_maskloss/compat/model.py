@@ -58,6 +58,34 @@ def loss_weights(model, names) -> dict:
     return {}
 
 
+def compiled_metric_names(model) -> list:
+    """The names ``compile(metrics=..., weighted_metrics=...)`` will log (before any step ran):
+    strings as given, metric objects by their ``name``; per-output lists and dicts flattened."""
+    # Keras 3 keeps the user's metrics on the CompileMetrics, Keras 2 on the MetricsContainer
+    holder = getattr(model, "_compile_metrics", None) or getattr(model, "compiled_metrics", None)
+    names = []
+
+    def add(spec):
+        if spec is None:
+            return
+        if isinstance(spec, dict):
+            for value in spec.values():
+                add(value)
+        elif isinstance(spec, (list, tuple)):
+            for value in spec:
+                add(value)
+        elif isinstance(spec, str):
+            names.append(spec)
+        else:
+            name = getattr(spec, "name", None) or getattr(spec, "__name__", None)
+            if isinstance(name, str):
+                names.append(name)
+
+    for attribute in ("_user_metrics", "_user_weighted_metrics"):
+        add(getattr(holder, attribute, None))
+    return list(dict.fromkeys(names))
+
+
 def compute_dtype(model) -> str:
     policy = getattr(model, "dtype_policy", None)
     if policy is not None and getattr(policy, "compute_dtype", None):

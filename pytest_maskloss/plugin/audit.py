@@ -24,20 +24,19 @@ import functools
 import inspect
 import json
 import threading
-import warnings
 
 import pytest
 
 from pytest_maskloss.check import guard
-from pytest_maskloss.compat import detect, masks, state as S
+from pytest_maskloss.compat import detect, masks
 from pytest_maskloss.errors import MaskLossInputError, MaskLossMismatch
 from pytest_maskloss.plugin import records as R
-from pytest_maskloss.plugin.calls import check_data, has_zero_weights
+from pytest_maskloss.plugin.calls import has_zero_weights, pads_in_its_preprocessor
 from pytest_maskloss.plugin.options import marker_options
 from pytest_maskloss.plugin.patching import Patches
 
 MAX_ATTEMPTS = 3  # calls tried per model, path and test when none could be audited (e.g. no padding yet)
-TRAINING = ("fit", "train_on_batch")
+ON_BATCH = ("test_on_batch", "train_on_batch")
 
 
 class _Depth(threading.local):
@@ -141,20 +140,12 @@ class AuditPlugin:
                 return func(model, *args, **kwargs)
             _DEPTH.value += 1
             try:
-                bound = plugin._plan(model, method, signature, args, kwargs)
-                before = None
-                if bound is not None and method in TRAINING:
-                    try:
-                        before = S.snapshot(model)
-                    except Exception:  # cannot copy the state: leave this call alone
-                        bound = None
-                result = func(model, *args, **kwargs)
-                failure = None
-                if bound is not None:
-                    try:
-                        failure = plugin._audit(model, method, bound, before)
-                    except Exception:  # _audit records its own errors; this is a last resort
-                        failure = None
+                audit = plugin._start(model, method, signature, args, kwargs)
+                if audit is None:
+                    return func(model, *args, **kwargs)
+                with audit.observation.watch(method) as recorder:
+                    result = func(model, *args, **kwargs)
+                failure = plugin._finish(audit, recorder, result)
             finally:
                 _DEPTH.value -= 1
             if failure is not None:
@@ -167,61 +158,55 @@ class AuditPlugin:
 
     # -- one call -------------------------------------------------------------------------
 
-    def _plan(self, model, method, signature, args, kwargs):
-        """Cheap: decide whether to audit this call; returns the bound arguments or None."""
+    def _start(self, model, method, signature, args, kwargs):
+        """Cheap: decide whether to audit this call and set up its observation (None: leave the
+        call alone)."""
         try:
             key = (self.item.nodeid, id(model), method)
             if key in self.audited or self.attempts.get(key, 0) >= MAX_ATTEMPTS:
                 return None
             bound = signature.bind(model, *args, **kwargs).arguments
             configured = self.options.get("pad_id") is not None
-            if configured or masks.mask_source_layers(model) or has_zero_weights(bound):
-                return bound
-            return None
+            if not (configured or masks.mask_source_layers(model) or has_zero_weights(bound)
+                    or pads_in_its_preprocessor(model)):
+                return None
         except Exception:  # an unusual call: let Keras report it; never break the test here
             return None
-
-    def _audit(self, model, method, bound, before):
-        """Run the check for one call; returns (message, report) in strict mode, else None."""
-        item = self.item
-        record = R.new_record(item.nodeid, str(getattr(model, "name", type(model).__name__)), method)
-        report = after = None
-        key = (item.nodeid, id(model), method)
         self.attempts[key] = self.attempts.get(key, 0) + 1
+        record = R.new_record(self.item.nodeid, str(getattr(model, "name", type(model).__name__)), method)
         try:
-            data = check_data(method, bound)
-            if isinstance(data, str):
-                record["reason"] = data
-            else:
-                from pytest_maskloss.check.api import check_masked_loss
+            from pytest_maskloss.check.observation import Observation
 
-                record["keras"] = detect.keras_info(model).label
-                options = dict(self.options)
-                if options.get("pad_id") is None:
-                    options["pad_id"] = 0
-                if before is not None:
-                    after = S.snapshot(model)
-                    S.restore(model, before, strict=False)
-                with warnings.catch_warnings(), self.patches.keras_own_methods():
-                    warnings.simplefilter("ignore")
-                    report = check_masked_loss(model, **data, paths=(method,),
-                                               metrics=method in ("evaluate", "test_on_batch"), **options)
-                self.audited.add(key)
-                record["status"] = "finding" if report.findings else "ok"
-                record["findings"] = [R.finding_of(c) for c in report.findings]
-                record["skipped"] = dict(report.skipped)
-                if not report.comparisons and report.skipped:
-                    record["status"] = "not-audited"
-                    record["reason"] = "; ".join(report.skipped.values())
-        except MaskLossInputError as exc:
-            record["reason"] = str(exc).splitlines()[0]
+            info = detect.keras_info(model)
+            record["keras"] = info.label
+            options = dict(self.options)
+            if options.get("pad_id") is None:
+                options["pad_id"] = 0
+            observation = Observation(model, info, **options)
+        except Exception as exc:
+            record["reason"] = _reason(exc)
+            self._record(self.item, record, None)
+            return None
+        return _Audit(key, record, observation)
+
+    def _finish(self, audit, recorder, result):
+        """Judge what the call returned; returns (message, report) in strict mode, else None."""
+        record, observation = audit.record, audit.observation
+        try:
+            if recorder is not None:
+                observation.judge_call(record["path"], [result] if record["path"] in ON_BATCH else result)
+            report = observation.report
+            self.audited.add(audit.key)
+            record["status"] = "finding" if report.findings else "ok"
+            record["findings"] = [R.finding_of(c) for c in R.headline(report.findings)]
+            record["skipped"] = dict(report.skipped)
+            if not report.comparisons:
+                record["status"] = "not-audited"
+                record["reason"] = "; ".join(report.skipped.values()) or "nothing was compared"
         except Exception as exc:  # the audit must never break the user's test
-            first_line = str(exc).splitlines()[0] if str(exc) else ""
-            record["reason"] = f"audit error: {type(exc).__name__}: {first_line}"
-        finally:
-            if after is not None:
-                S.restore(model, after, strict=False)
-        return self._record(item, record, report)
+            record["reason"] = _reason(exc)
+            return self._record(self.item, record, None)
+        return self._record(self.item, record, observation.report)
 
     def _record(self, item, record, report):
         self.records.append(record)
@@ -239,3 +224,18 @@ class AuditPlugin:
             self.strict_failures[item.nodeid] = message
             return message, report
         return None
+
+
+class _Audit:
+    __slots__ = ("key", "record", "observation")
+
+    def __init__(self, key, record, observation):
+        self.key, self.record, self.observation = key, record, observation
+
+
+def _reason(exc) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(exc, MaskLossInputError):
+        return first
+    return f"audit error: {type(exc).__name__}: {first}"

@@ -1,11 +1,7 @@
-"""What the check is given for an audited call: the call's own data arguments (cut as Keras
-cuts a ``validation_split``), or the reason the call cannot be audited."""
+"""Which calls the audit observes: the cheap tests on a call's arguments and model that say
+padding may reach its loss."""
 
 from __future__ import annotations
-
-import math
-
-from pytest_maskloss.check.data import is_one_shot, leading_dim, slice_rows
 
 
 def has_zero_weights(bound) -> bool:
@@ -23,34 +19,7 @@ def has_zero_weights(bound) -> bool:
     return isinstance(spec, tuple) and len(spec) == 3
 
 
-def check_data(method, bound):
-    """The check's data arguments for a call, or the reason the call cannot be audited."""
-    x, y, sw = bound.get("x"), bound.get("y"), bound.get("sample_weight")
-    if x is None:
-        return "no x given (nothing to read the data from)"
-    if is_one_shot(x):
-        return "one-shot generator: the data cannot be read a second time"
-    if bound.get("class_weight"):
-        return "class_weight is not modelled by the masked reference"
-    data = {"x": x, "y": y, "sample_weight": sw}
-    if method in ("train_on_batch", "test_on_batch"):
-        data["batch_size"] = leading_dim(x)
-        return data
-    data["batch_size"] = bound.get("batch_size")
-    data["steps"] = bound.get("steps_per_epoch" if method == "fit" else "steps")
-    split = bound.get("validation_split") or 0.0
-    if method == "fit" and split:
-        if y is None or not _is_array_like(x):
-            return "validation_split with non-array data"
-        stop = int(math.floor(leading_dim(x) * (1.0 - split)))  # Keras trains on the first part
-        for key in ("x", "y", "sample_weight"):
-            data[key] = slice_rows(data[key], 0, stop)
-    return data
-
-
-def _is_array_like(x) -> bool:
-    if isinstance(x, dict):
-        return all(hasattr(v, "shape") for v in x.values())
-    if isinstance(x, (list, tuple)):
-        return all(hasattr(v, "shape") for v in x)
-    return hasattr(x, "shape")
+def pads_in_its_preprocessor(model) -> bool:
+    """A KerasHub task with a preprocessor: the padding reaches its loss as sample weights made
+    inside the data pipeline, invisible in the call's arguments."""
+    return getattr(model, "preprocessor", None) is not None

@@ -52,6 +52,23 @@ def finding_of(comparison) -> dict:
     }
 
 
+def headline(findings) -> list:
+    """The findings a summary row shows: per path and quantity, the last figure the test got (the
+    final epoch of a fit, what ``*_on_batch`` returned); a path's per-step findings only when it
+    has nothing else."""
+    shown = {}
+    steps = {}
+    for c in findings:
+        if c.scope.startswith("epoch") or c.path.endswith("_on_batch"):
+            shown[(c.path, c.quantity)] = c
+        else:
+            steps.setdefault(c.path, c)
+    for path, c in steps.items():
+        if not any(p == path for p, _ in shown):
+            shown[(path, c.quantity)] = c
+    return list(shown.values())
+
+
 def finding_rows(records) -> list:
     rows = []
     for record in records:

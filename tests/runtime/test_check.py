@@ -156,7 +156,8 @@ def test_loss_subclass_overriding_dunder_call_ignores_the_mask():
 
 def test_epoch_weighted_by_sequences_at_token_granularity():
     x = padded_tokens()  # batches of 2: 12 real tokens, then 3
-    model = language_model()
+    # learning rate 0: fit's steps predict what the model predicts now, so the test can derive them
+    model = language_model(optimizer=keras.optimizers.SGD(learning_rate=0.0))
     losses = token_losses(model, x, x)
     real = x != 0
     batch_means = [losses[:2][real[:2]].mean(), losses[2:][real[2:]].mean()]
@@ -276,11 +277,19 @@ def test_correct_hand_written_masked_loss_passes():
 def test_masked_language_model_passes_on_every_path_and_data_kind():
     x = padded_tokens()
     model = language_model(metrics=["accuracy", "sparse_categorical_crossentropy"])
-    report = assert_masked_loss(model, x, x, batch_size=2)
+    if STACK == "keras3-jax":
+        # Keras 3 on JAX drops the mask before the compiled metrics of fit/train_on_batch (the
+        # loss keeps it; docs/failure-modes.md): exactly those figures are found
+        report = pytest_maskloss.check_masked_loss(model, x, x, batch_size=2)
+        assert {(c.path, c.mode) for c in report.findings} <= {
+            ("fit", "metric-counts-padding"), ("train_on_batch", "metric-counts-padding")}
+        assert all(c.quantity != "loss" for c in report.findings) and report.findings
+    paths = ("evaluate", "test_on_batch") if STACK == "keras3-jax" else ("evaluate", "test_on_batch", "train_on_batch", "fit")
+    report = assert_masked_loss(model, x, x, batch_size=2, paths=paths)
     assert report.ok and report.batches == 2
     assert {c.quantity for c in report.comparisons} >= {"loss", "accuracy", "sparse_categorical_crossentropy"}
     dataset = tf.data.Dataset.from_tensor_slices((x, x)).batch(3)
-    assert assert_masked_loss(model, dataset).batches == 2
+    assert assert_masked_loss(model, dataset, paths=paths).batches == 2
 
     def generator():
         for start in (0, 2):
@@ -371,12 +380,27 @@ def test_model_weights_and_optimizer_state_are_left_as_they_were():
 
 
 @pytest.mark.skipif(OLD_TF_KERAS, reason="tf.keras < 2.11 reports masked losses wrong")
-def test_dropout_makes_training_paths_incomparable_and_says_why():
-    x = padded_tokens()
-    model = language_model(middle=[keras.layers.Dropout(0.5, name="drop")])
-    report = assert_masked_loss(model, x, x, batch_size=2)
-    assert {c.path for c in report.comparisons} == {"evaluate", "test_on_batch"}
-    assert "'drop'" in report.skipped["fit"] and "stochastic" in report.skipped["train_on_batch"]
+def test_dropout_training_paths_are_judged_on_the_predictions_keras_used():
+    """The training steps are observed, so their predictions are the ones Dropout made: no path
+    is left out, and a wrong reduction is found exactly."""
+    x = padded_tokens()  # batches of 2: 12 real tokens of 12, then 3 of 12
+    masked = language_model(middle=[keras.layers.Dropout(0.5, name="drop")])
+    if OLD_TF_KERAS:
+        with pytest.raises(MaskLossMismatch) as caught:
+            assert_masked_loss(masked, x, x, batch_size=2)
+        assert caught.value.mode == "padding-in-denominator"
+    else:
+        report = assert_masked_loss(masked, x, x, batch_size=2)
+        assert {c.path for c in report.comparisons} == {"evaluate", "test_on_batch", "train_on_batch", "fit"}
+        assert report.skipped == {}
+    weighted = language_model(mask_zero=False, middle=[keras.layers.Dropout(0.5, name="drop")])
+    with pytest.raises(MaskLossMismatch) as caught:
+        assert_masked_loss(weighted, x, x, (x != 0).astype("float32"), batch_size=2, paths=("fit", "train_on_batch"))
+    assert caught.value.mode == "padding-in-denominator"
+    second = [c for c in caught.value.findings if c.scope.startswith("batch 1")]
+    assert {c.path for c in second} == {"fit", "train_on_batch"}
+    for c in second:  # Σ l·m / (B·T) against Σ l·m / Σ m: the ratio is the batch's share of real tokens
+        assert c.reported / c.reference == pytest.approx(3 / 12, rel=1e-5)
 
 
 # --- bad input gets a clear error --------------------------------------------------------------
@@ -424,10 +448,37 @@ def test_nan_in_the_output_at_real_tokens():
         assert_masked_loss(model, x, x, paths=("evaluate",))
 
 
-def test_custom_loss_without_a_reference():
+def test_custom_loss_is_its_own_reference_token_by_token():
+    """No per_token_loss_fn: a hand-written loss is evaluated on each token alone, in the step."""
     x = padded_tokens()
-    with pytest.raises(MaskLossInputError, match="per_token_loss_fn"):
-        assert_masked_loss(language_model(loss=masked_mean_loss), x, x)
+    model = language_model(loss=masked_mean_loss)
+    if OLD_TF_KERAS:
+        # tf.keras 2.10 multiplies the mask into the weights of the loss's scalar and divides by
+        # every position: even a right hand-written mean counts the padding there
+        with pytest.raises(MaskLossMismatch) as caught:
+            assert_masked_loss(model, x, x, batch_size=2)
+        assert caught.value.mode == "padding-in-denominator"
+        return
+    report = assert_masked_loss(model, x, x, batch_size=2)
+    assert report.ok and "the loss itself, token by token" in report.loss
+    assert {c.path for c in report.comparisons} == {"evaluate", "test_on_batch", "train_on_batch", "fit"}
+
+
+def test_custom_loss_class_overriding_dunder_call_ignores_the_mask():
+    class MeanOfAll(keras.losses.Loss):
+        def __call__(self, y_true, y_pred, sample_weight=None):
+            per_token = keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
+            return keras.ops.mean(per_token) if KERAS3 else tf.reduce_mean(per_token)
+
+    x = padded_tokens()
+    model = language_model(loss=MeanOfAll())
+    with pytest.raises(MaskLossMismatch) as caught:
+        assert_masked_loss(model, x, x, batch_size=4, paths=("evaluate",))
+    assert caught.value.mode == "loss-ignores-mask"
+    losses, real = token_losses(model, x, x), x != 0
+    evaluate = caught.value.findings[0]
+    assert evaluate.reported == pytest.approx(losses.mean(), rel=1e-5)
+    assert evaluate.reference == pytest.approx(losses[real].mean(), rel=1e-5)
 
 
 def saturated_model(from_logits):

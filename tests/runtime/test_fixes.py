@@ -595,24 +595,30 @@ def test_check_mask_zero_before_fails_on_tf210_after_passes_everywhere():
 
 @needs_check
 def test_check_token_granularity():
-    """At token granularity every per-batch figure and a one-batch epoch pass; a Keras epoch
-    *loss* over batches with different real-token counts stays weighted by sequences (the
-    loss tracker weights batches by size, whatever the loss returns): that figure is what the
-    token metrics are for."""
-    fixed = compiled(mk.MaskedSparseCategoricalCrossentropy(), [mk.TokenMeanLoss(pad_id=0)])
+    """At token granularity a one-batch epoch passes; over batches with different real-token
+    counts the Keras epoch *loss* stays weighted by sequences (the loss tracker weights batches
+    by size, whatever the loss returns): without a token metric that is a finding, with
+    TokenMeanLoss compiled the metric carries the token-level figure and is judged instead."""
     epochs = ("evaluate", "fit")
-    assert check.assert_masked_loss(fixed, X, Y, batch_size=4, granularity="token",
+    bare = compiled(mk.MaskedSparseCategoricalCrossentropy())
+    assert check.assert_masked_loss(bare, X, Y, batch_size=4, granularity="token",
                                     per_token_loss_fn=np_reference, paths=epochs).ok
     with pytest.raises(MaskLossMismatch) as caught:
-        check.assert_masked_loss(fixed, X, Y, batch_size=2, granularity="token",
+        check.assert_masked_loss(bare, X, Y, batch_size=2, granularity="token",
                                  per_token_loss_fn=np_reference, paths=epochs)
     findings = caught.value.findings
     assert {f.mode for f in findings} == {"epoch-weighted-by-sequences"}
+    assert {f.path for f in findings} == set(epochs)
     assert all(f.scope.startswith("epoch") and f.quantity == "loss" for f in findings)
-    l = per_token(fixed)
-    result = fixed.evaluate(X, Y, batch_size=2, verbose=0, return_dict=True)
-    assert float(result["token_mean_loss"]) == pytest.approx(findings[0].reference, rel=RTOL32)
-    assert findings[0].reference == pytest.approx(token_mean(l, M), rel=RTOL32)
+    assert findings[0].reference == pytest.approx(token_mean(per_token(bare), M), rel=RTOL32)
+
+    metric = compiled(mk.MaskedSparseCategoricalCrossentropy(), [mk.TokenMeanLoss(pad_id=0)])
+    report = check.assert_masked_loss(metric, X, Y, batch_size=2, granularity="token",
+                                      per_token_loss_fn=np_reference, paths=epochs)
+    judged = [c for c in report.comparisons if c.quantity == "token_mean_loss"]
+    assert {c.path for c in judged} == set(epochs)
+    for c in judged:
+        assert c.reported == pytest.approx(token_mean(per_token(metric), M), rel=RTOL32)
 
 
 @needs_check

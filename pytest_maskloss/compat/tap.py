@@ -1,0 +1,287 @@
+"""A tap on a model's loss computation inside its own step: while a ``LossTap`` is open, every
+``compute_loss`` the model's ``fit``/``evaluate``/``*_on_batch`` runs hands its tensors (inputs,
+labels, predictions with their Keras mask, sample weights, the loss it returns, the model's
+added losses) to a host function, as numpy, once per step.
+
+How the tensors reach the host, by backend: TensorFlow (Keras 3 and Keras 2) through
+``tf.py_function`` in the traced step; JAX through ``jax.debug.callback`` (the step is always
+jitted; the callback runs once per step); PyTorch directly (its steps run eagerly). The tap
+installs instance attributes over ``compute_loss``, ``train_step``, ``test_step`` and
+``reset_metrics`` and resets the cached step functions so that they are traced with it; closing it
+removes the attributes and puts back the step functions the model had. A step function traced
+while the tap was open where the model had none stays in place with the tap inert in it (its
+callback returns at once), so the model is not traced a second time.
+
+What the tap cannot follow raises ``TapUnavailable`` (with a sentence saying why) before anything
+is changed: a step compiled by XLA on TensorFlow cannot call back to the host. The tap never
+changes what the step computes, and an error on the host side is kept, not raised into the step.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from pytest_maskloss.compat import flavours as F
+from pytest_maskloss.compat.masks import keras_mask
+from pytest_maskloss.compat.model import to_numpy
+
+_FUNCTIONS = ("train_function", "test_function")
+_STEPS = {"train_step": "train", "test_step": "test"}
+
+
+class TapUnavailable(Exception):
+    """The model's step cannot be tapped; the message says why."""
+
+
+def xla_compiled(model, info) -> bool:
+    """Is the model's step compiled with XLA on TensorFlow (no host callbacks there)?"""
+    if info.backend != F.TENSORFLOW:
+        return False
+    if info.is_keras3:
+        try:
+            return bool(model.jit_compile)
+        except Exception:
+            return False
+    return bool(getattr(model, "_jit_compile", False))
+
+
+class LossTap:
+    """Context manager; ``on_period()`` is called when Keras resets its metrics (an epoch or an
+    evaluation begins), ``on_step(record)`` with one dict of numpy values per step:
+    ``phase`` ("train" or "test"), ``replica``, ``x``, ``y``, ``y_pred``, ``sample_weight``,
+    ``mask`` (the Keras mask on the predictions, or None), ``loss`` (what compute_loss returned),
+    ``added`` (Σ model.losses) and, when ``per_token`` is given, ``per_token``: the value of
+    ``per_token(y, y_pred)`` computed inside the step (backend tensors in, tensors out)."""
+
+    def __init__(self, model, info, on_step, *, on_period=lambda: None, per_token=None,
+                 want_x=True, want_pred=True):
+        if xla_compiled(model, info):
+            raise TapUnavailable(
+                "the step is compiled with XLA (jit_compile=True), which cannot call back to the "
+                "host; compile with jit_compile=False to have it observed"
+            )
+        self.model = model
+        self.info = info
+        self.on_step = on_step
+        self.on_period = on_period
+        self.per_token = per_token
+        self.want_x = want_x
+        self.want_pred = want_pred
+        self.errors = []  # host-side errors (never raised into the step)
+        self.active = True
+        self.steps = 0
+        # the phase being traced (or run, on PyTorch); a plain attribute, not a thread-local:
+        # tf.distribute traces each replica's step in a thread of its own
+        self._phase = None
+        self._saved = {}
+        self._lock = threading.Lock()
+
+    # -- opening and closing -------------------------------------------------------------
+
+    def __enter__(self):
+        model = self.model
+        self._saved = {name: model.__dict__.get(name, _ABSENT)
+                       for name in ("compute_loss", "reset_metrics", *_STEPS)}
+        self._functions = {name: getattr(model, name, None) for name in _FUNCTIONS}
+        original_loss = model.compute_loss
+        tap = self
+
+        def compute_loss(x=None, y=None, y_pred=None, sample_weight=None, **kwargs):
+            loss = original_loss(x, y, y_pred, sample_weight, **kwargs)
+            try:
+                tap._send(x, y, y_pred, sample_weight, loss, kwargs.get("training"))
+            except Exception as exc:  # the step must not fail because of the tap
+                tap.errors.append(f"{type(exc).__name__}: {exc}")
+            return loss
+
+        _set(model, "compute_loss", compute_loss)
+        for name, phase in _STEPS.items():
+            _set(model, name, self._phased(getattr(model, name), phase))
+        original_reset = model.reset_metrics
+
+        def reset_metrics(*args, **kwargs):
+            # Keras resets its metrics when an epoch (or an evaluation) begins: a new period
+            tap.flush()
+            tap.on_period()
+            return original_reset(*args, **kwargs)
+
+        _set(model, "reset_metrics", reset_metrics)
+        for name in _FUNCTIONS:
+            _set(model, name, None)
+        return self
+
+    def __exit__(self, *exc):
+        model = self.model
+        for name, value in self._saved.items():
+            if value is _ABSENT:
+                model.__dict__.pop(name, None)
+            else:
+                _set(model, name, value)
+        self.flush()
+        self.active = False
+        for name, value in self._functions.items():
+            # A step function traced for this call replaces none the model had: it stays, with
+            # the tap inert in it, so the model's next call is not traced once more.
+            if value is not None or getattr(model, name, None) is None:
+                _set(model, name, value)
+        self.on_step = self.on_period = _ignore
+        return False
+
+    def _phased(self, step, phase):
+        tap = self
+
+        def phased(*args, **kwargs):
+            previous, tap._phase = tap._phase, phase
+            try:
+                return step(*args, **kwargs)
+            finally:
+                tap._phase = previous
+
+        return phased
+
+    def flush(self):
+        """Wait until every step's callback has run (JAX dispatches them asynchronously)."""
+        if self.info.backend == F.JAX:
+            import jax
+
+            jax.effects_barrier()
+
+    # -- inside the step -------------------------------------------------------------------
+
+    def _send(self, x, y, y_pred, sample_weight, loss, training):
+        phase = self._phase
+        if phase is None:  # compute_loss called outside train_step/test_step
+            phase = "train" if training else "test"
+        payload = {
+            "x": x if self.want_x else None,
+            "y": y,
+            "y_pred": y_pred if self.want_pred else None,
+            "sample_weight": sample_weight,
+            "mask": _masks(y_pred),
+            "loss": loss,
+            "added": _added_losses(self.model),
+            "per_token": self.per_token(y, y_pred) if self.per_token is not None else None,
+        }
+        backend = self.info.backend
+        if backend == F.TENSORFLOW:
+            self._send_tensorflow(payload, phase)
+        elif backend == F.JAX:
+            import jax
+
+            jax.debug.callback(lambda tree: self._receive(tree, phase, 0), payload, ordered=True)
+        else:
+            self._receive(_detached(payload), phase, 0)
+
+    def _send_tensorflow(self, payload, phase):
+        import tensorflow as tf
+
+        flat = tf.nest.flatten(payload)
+        present = [t is not None for t in flat]
+        inputs = [tf.convert_to_tensor(t) for t in flat if t is not None]
+        replica = _replica_id()
+        if replica is not None:
+            inputs.append(replica)
+
+        def host(*tensors):
+            if not self.active:
+                return np.int32(0)
+            values = iter(t.numpy() for t in tensors)
+            leaves = [next(values) if p else None for p in present]
+            replica_id = int(next(values)) if replica is not None else 0
+            self._receive(tf.nest.pack_sequence_as(payload, leaves), phase, replica_id)
+            return np.int32(0)
+
+        tf.py_function(host, inputs, Tout=tf.int32)
+
+    # -- on the host -------------------------------------------------------------------------
+
+    def _receive(self, tree, phase, replica):
+        if not self.active:
+            return
+        try:
+            record = {k: _numpy(v) for k, v in tree.items()}
+            record["phase"], record["replica"] = phase, int(replica)
+            with self._lock:
+                self.steps += 1
+                self.on_step(record)
+        except Exception as exc:  # a bug on our side must not reach the user's step
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+
+
+_ABSENT = object()
+
+
+def _ignore(*args):
+    return None
+
+
+def _set(model, name, value):
+    # Keras 3 layers track attribute assignments; bypass that for our temporary attributes
+    object.__setattr__(model, name, value)
+
+
+def _masks(y_pred):
+    if isinstance(y_pred, dict):
+        return {k: keras_mask(v) for k, v in y_pred.items()}
+    if isinstance(y_pred, (list, tuple)):
+        return type(y_pred)(keras_mask(v) for v in y_pred)
+    return keras_mask(y_pred)
+
+
+def _added_losses(model):
+    losses = list(getattr(model, "losses", []) or [])
+    if not losses:
+        return None
+    total = None
+    for loss in losses:
+        value = _sum(loss)
+        total = value if total is None else total + value
+    return total
+
+
+def _sum(tensor):
+    if hasattr(tensor, "detach"):
+        return tensor.float().sum()
+    try:
+        from keras import ops
+
+        return ops.sum(ops.cast(tensor, "float32"))
+    except ImportError:  # Keras 2 without Keras 3 installed
+        import tensorflow as tf
+
+        return tf.reduce_sum(tf.cast(tensor, tf.float32))
+
+
+def _replica_id():
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return None
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return None
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync <= 1:
+        return None
+    return tf.convert_to_tensor(ctx.replica_id_in_sync_group)
+
+
+def _detached(tree):
+    if isinstance(tree, dict):
+        return {k: _detached(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_detached(v) for v in tree)
+    if hasattr(tree, "detach"):
+        return tree.detach().cpu()
+    return tree
+
+
+def _numpy(value):
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {k: _numpy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_numpy(v) for v in value)
+    return to_numpy(value)
