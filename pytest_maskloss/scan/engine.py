@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 
 from pytest_maskloss.scan import rules as R
 from pytest_maskloss.scan._lazy import LazyModule
-from pytest_maskloss.scan.config import Config, KerasTarget, keras_target, project_root
+from pytest_maskloss.scan.config import Config, project_root
 from pytest_maskloss.scan.findings import Edit, Finding, Fix
 from pytest_maskloss.scan.project import ProjectIndex
 from pytest_maskloss.scan.source import MAX_BYTES, SourceError, read_units
+from pytest_maskloss.scan.target import UNKNOWN, KerasTarget, keras_target, target_from_config_value
 
 cst = LazyModule("libcst")
 A = LazyModule("pytest_maskloss.scan.analysis")  # imports libcst
@@ -348,7 +349,6 @@ def _exports(an: A.ModuleAnalysis) -> bool:
 def check_source(text: str, keras_version: str | None = None, path: str = "example.py", config: Config | None = None) -> list[Finding]:
     """Scan a source string (no files read, no project links). ``keras_version`` as in
     ``[tool.maskloss]``; None means unknown. Used by the rule tests and the flake8 plugin."""
-    from pytest_maskloss.scan.config import UNKNOWN, target_from_config_value
     from pytest_maskloss.scan.source import Unit
 
     target = target_from_config_value(keras_version, "keras-version") if keras_version else UNKNOWN

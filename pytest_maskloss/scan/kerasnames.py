@@ -7,6 +7,11 @@
 
 from __future__ import annotations
 
+from pytest_maskloss.compat import flavours
+
+# the package the standalone tf_keras flavour is imported from
+_TF_KERAS = flavours.MODEL_PACKAGES[flavours.TF_KERAS]
+
 _PREFIXES = (
     ("tensorflow.python.keras.", "keras."),
     ("tensorflow.compat.v1.keras.", "keras."),
@@ -28,7 +33,7 @@ def canonical(qname: str) -> str:
     for old, new in _PREFIXES:
         if qname.startswith(old):
             return new + qname[len(old):]
-    if qname in ("tensorflow.keras", "tf_keras", "tensorflow.python.keras"):
+    if qname in ("tensorflow.keras", _TF_KERAS, "tensorflow.python.keras"):
         return "keras"
     return qname
 
