@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 from pytest_maskloss.scan import rules as R
 from pytest_maskloss.scan._lazy import LazyModule
 from pytest_maskloss.scan.config import Config, project_root
-from pytest_maskloss.scan.findings import Edit, Finding, Fix
+from pytest_maskloss.scan.findings import Finding, Fix
 from pytest_maskloss.scan.project import ProjectIndex
 from pytest_maskloss.scan.source import MAX_BYTES, SourceError, read_units
 from pytest_maskloss.scan.target import UNKNOWN, KerasTarget, keras_target, target_from_config_value
 
 cst = LazyModule("libcst")
 A = LazyModule("pytest_maskloss.scan.analysis")  # imports libcst
+E = LazyModule("pytest_maskloss.scan.edits")
+V = LazyModule("pytest_maskloss.scan.values")
 
 PARSE_CODE = "MSK900"
 
@@ -225,7 +227,7 @@ class Scanner:
 
     def _finding(self, raw: R.Raw, rule) -> Finding | None:
         an = raw.loc.module
-        pos = an.position(raw.loc)
+        pos = E.position(raw.loc)
         if pos is None:
             return None
         unit = an.units[raw.loc.unit]
@@ -233,7 +235,7 @@ class Scanner:
         if raw.fix is not None:
             try:
                 desc, edits, safe = raw.fix(an)
-                fix = Fix(desc, tuple(Edit(s, e, t, an.units[u].cell) for u, s, e, t in edits), safe)
+                fix = Fix(desc, tuple(edits), safe)
             except Exception:  # a fix that cannot be built is dropped, never a crash
                 fix = None
         related = tuple(sorted(self.display(p) for p in raw.related if os.path.abspath(p) != an.path))
@@ -337,11 +339,11 @@ def _provides(data: bytes) -> bool:
 def _exports(an: A.ModuleAnalysis) -> bool:
     """Does this module define something another module could compile, fit or use as a loss?"""
     for value in an.globals.vars.values():
-        if isinstance(value, (A.ModelV, A.ClassRef)):
+        if isinstance(value, (V.ModelV, V.ClassRef)):
             return True
-        if isinstance(value, A.FuncRef) and isinstance(value.returns(), (A.ModelV, A.ReductionV, A.FuncRef, A.LayerV)):
+        if isinstance(value, V.FuncRef) and isinstance(value.returns(), (V.ModelV, V.ReductionV, V.FuncRef, V.LayerV)):
             return True
-        if isinstance(value, A.LayerV):
+        if isinstance(value, V.LayerV):
             return True
     return False
 

@@ -95,7 +95,7 @@ class ProjectIndex:
         self._analyses[os.path.abspath(path)] = an
 
     def resolve(self, qname: str, from_path: str):
-        from pytest_maskloss.scan.analysis import ModuleRef
+        from pytest_maskloss.scan.values import ModuleRef
 
         parts = qname.split(".")
         if parts[0] in _NOT_PROJECT:

@@ -14,7 +14,9 @@ from pytest_maskloss.scan import kerasnames as K
 from pytest_maskloss.scan._lazy import LazyModule
 
 cst = LazyModule("libcst")
-A = LazyModule("pytest_maskloss.scan.analysis")  # imports libcst
+A = LazyModule("pytest_maskloss.scan.values")
+E = LazyModule("pytest_maskloss.scan.edits")  # imports libcst
+S = LazyModule("pytest_maskloss.scan.syntax")
 
 MASKED_LOSS = "pytest_maskloss.keras.MaskedLoss"
 
@@ -44,7 +46,7 @@ class Rule:
 def _where(loc: A.Loc | None, here: A.ModuleAnalysis) -> str:
     if loc is None:
         return ""
-    pos = loc.module.position(loc)
+    pos = E.position(loc)
     if pos is None:
         return ""
     line = pos[0]
@@ -75,7 +77,7 @@ def _stock_name(value) -> str | None:
 def _source_text(loc: A.Loc) -> str:
     node = loc.node
     if isinstance(node, cst.Call):
-        name = A.dotted(node.func) or "layer"
+        name = S.dotted(node.func) or "layer"
         return f"{name.rsplit('.', 1)[-1]}(...)"
     return "a mask source"
 
@@ -219,10 +221,10 @@ model.compile("adam", "sparse_categorical_crossentropy")
 
 def _wrap_fix(loc: A.Loc):
     def build(an):
-        text = an.code_for(loc)
+        text = E.code_for(loc)
         return (
             f"wrap the loss in {MASKED_LOSS}(...) (changes the reported value: unsafe)",
-            [an.replace_edit(loc, f"{MASKED_LOSS}({text})")] + an.import_edits(loc.unit, "pytest_maskloss.keras"),
+            [E.replace_edit(loc, f"{MASKED_LOSS}({text})")] + E.import_edits(an, "pytest_maskloss.keras"),
             False,
         )
 
@@ -279,7 +281,7 @@ class Smoothed(SCCE):
                 and "call" not in c.methods
             ):
                 def fix(an, loc=loc):
-                    return ("rename __call__ to call (Keras then applies the mask: unsafe)", [an.replace_edit(loc, "call")], False)
+                    return ("rename __call__ to call (Keras then applies the mask: unsafe)", [E.replace_edit(loc, "call")], False)
 
             yield Raw(
                 loc,
@@ -521,7 +523,7 @@ model.evaluate(x, y, sample_weight=padding_mask)
 def _looks_like_padding(value, node) -> bool:
     if isinstance(value, A.PaddingV):
         return True
-    name = A.dotted(node) or ""
+    name = S.dotted(node) or ""
     leaf = name.rsplit(".", 1)[-1].lower()
     return any(w in leaf for w in ("mask", "pad", "nonzero", "not_pad"))
 
@@ -529,7 +531,7 @@ def _looks_like_padding(value, node) -> bool:
 def _reduction_fix(loc: A.Loc):
     def build(an):
         call = loc.node
-        text = an.code_for(loc)
+        text = E.code_for(loc)
         if call.args:
             new = text[: text.rstrip().rfind(")")].rstrip()
             if new.endswith(","):
@@ -541,7 +543,7 @@ def _reduction_fix(loc: A.Loc):
             new = text.rstrip()[:-1] + 'reduction="mean_with_sample_weight")'
         return (
             'add reduction="mean_with_sample_weight" to the loss (changes the reported value: unsafe)',
-            [an.replace_edit(loc, new)],
+            [E.replace_edit(loc, new)],
             False,
         )
 
