@@ -231,13 +231,7 @@ class Scanner:
         if pos is None:
             return None
         unit = an.units[raw.loc.unit]
-        fix = None
-        if raw.fix is not None:
-            try:
-                desc, edits, safe = raw.fix(an)
-                fix = Fix(desc, tuple(edits), safe)
-            except Exception:  # a fix that cannot be built is dropped, never a crash
-                fix = None
+        fix = raw.fix if isinstance(raw.fix, Fix) else None  # a fix that could not be built is None
         related = tuple(sorted(self.display(p) for p in raw.related if os.path.abspath(p) != an.path))
         return Finding(
             path=self.display(an.path), line=pos[0], col=pos[1] + 1, code=rule.code,
