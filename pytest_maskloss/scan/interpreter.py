@@ -255,7 +255,7 @@ class Interpreter:
         for arg in stmt.bases:
             if arg.keyword is not None:
                 continue
-            ref.base_refs.append(self.deref(self.eval(arg.value, env)))
+            ref.base_refs.append(self.deref(self.eval(arg.value, env), base_class=True))
         self.class_bases_known(ref)
         cenv = Env(parent=env, func=ref)
         self.exec_suite(stmt.body, cenv)
@@ -304,11 +304,12 @@ class Interpreter:
                 return q
         return None
 
-    def deref(self, value):
-        """Resolve a name imported from another module of the project."""
+    def deref(self, value, base_class: bool = False):
+        """Resolve a name imported from another module of the project (``base_class``: the
+        name is a class's base, see ``ProjectIndex.resolve``)."""
         if isinstance(value, Qual) and self.index is not None and not value.keras_leaves():
             for q in value.names:
-                resolved = self.index.resolve(q, self.path)
+                resolved = self.index.resolve(q, self.path, base_class)
                 if resolved is not None:
                     return resolved
         return value
