@@ -99,7 +99,3 @@ PER_TOKEN_OPS = {
 }
 REDUCTIONS = {"reduce_mean", "reduce_sum", "mean", "sum"}
 EXP_FUNCS = {"exp"}
-
-# --- Embedding signatures: the position of mask_zero --------------------------------------
-MASK_ZERO_POSITION_KERAS3 = 5  # 6th positional argument
-MASK_ZERO_POSITION_KERAS2 = 6  # 7th (activity_regularizer comes before it)
