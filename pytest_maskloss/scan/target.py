@@ -41,10 +41,6 @@ class KerasTarget:
         return self.version or self.probe
 
     @property
-    def known(self) -> bool:
-        return self.flavour is not None
-
-    @property
     def padding_in_denominator(self) -> bool | None:
         return flavours.padding_in_denominator(self.flavour, self._facts_version)
 

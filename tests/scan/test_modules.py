@@ -141,3 +141,14 @@ def test_each_module_imports_alone_in_a_fresh_interpreter():
         short = name.rsplit(".", 1)[-1]
         if short not in LIBCST_AT_IMPORT:
             assert not seen["libcst"], f"{name} imports libcst at import time"
+
+
+def test_a_scan_of_files_the_prefilter_rules_out_never_imports_libcst(tmp_path):
+    (tmp_path / "util.py").write_text("import os\n\ndef f(x):\n    return os.path.join(x, 'y')\n")
+    (tmp_path / "nb.ipynb").write_text('{"cells": [{"cell_type": "code", "source": "print(1)"}]}')
+    probe = (
+        "import sys; from pytest_maskloss.cli import main; code = main(['scan', sys.argv[1], '-q']); "
+        "assert code == 0, code; assert 'libcst' not in sys.modules, 'libcst imported'"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
