@@ -1,4 +1,5 @@
-"""``maskloss`` command line: ``maskloss scan [PATH ...]`` (more subcommands may follow).
+"""``maskloss`` command line: ``maskloss scan [PATH ...]``; ``maskloss rule CODE`` prints one
+rule's documentation.
 
 Exit status: 0 clean, 1 findings (errors or warnings; notes alone do not fail), 2 usage or
 configuration error.
@@ -38,10 +39,16 @@ def _scan_parser(sub) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
 
 
+def _rule_parser(sub) -> None:
+    p = sub.add_parser("rule", help="show a scan rule's documentation", description="Print a rule's documentation (Markdown).")
+    p.add_argument("code", metavar="CODE", help="a rule code, e.g. MSK001")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="maskloss", description="pytest-maskloss command line")
     sub = parser.add_subparsers(dest="command")
     _scan_parser(sub)
+    _rule_parser(sub)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: 2 on usage errors, 0 on --help
@@ -62,6 +69,10 @@ def main(argv=None) -> int:
             return 1
         except KeyboardInterrupt:
             return 130
+    if args.command == "rule":
+        from pytest_maskloss.scan.ruledocs import print_rule
+
+        return print_rule(args.code)
     return 2  # pragma: no cover
 
 

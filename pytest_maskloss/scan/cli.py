@@ -10,9 +10,9 @@ from pytest_maskloss.scan.config import (
     ConfigError,
     find_pyproject,
     load_config,
-    target_from_config_value,
     validate_codes,
 )
+from pytest_maskloss.scan.target import target_from_config_value
 
 _SCANNER = None
 

@@ -1,21 +1,24 @@
-"""``[tool.maskloss]`` configuration and the Keras version a project targets."""
+"""Reading the configuration: TOML files and the ``[tool.maskloss]`` table (rule selection,
+excludes, per-file ignores, ``keras-version``), and where a project's root is.
+
+Which Keras a project targets is worked out in :mod:`pytest_maskloss.scan.target`.
+"""
 
 from __future__ import annotations
 
-import ast
 import fnmatch
 import functools
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 
-try:  # Python >= 3.11
+from pytest_maskloss.compat import flavours
+
+if sys.version_info >= (3, 11):
     import tomllib as _toml
-except ImportError:  # pragma: no cover - Python 3.10
-    try:
-        import tomli as _toml  # type: ignore[no-redef]
-    except ImportError:
-        _toml = None
+else:  # pragma: no cover - Python 3.10 (a declared dependency there)
+    import tomli as _toml
 
 
 class ConfigError(Exception):
@@ -31,308 +34,10 @@ def load_toml(path: str) -> dict:
         raise ConfigError(f"{path}: not a regular file")
     with open(path, "rb") as fh:
         data = fh.read()
-    text = data.decode("utf-8", errors="replace")
-    if _toml is not None:
-        try:
-            return _toml.loads(text)
-        except Exception as exc:  # tomllib.TOMLDecodeError
-            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    return _mini_toml(text)
-
-
-def _mini_toml(text: str) -> dict:  # pragma: no cover - only without tomllib/tomli
-    """Enough TOML for pyproject tables of strings, booleans and arrays (Python 3.10 without
-    tomli)."""
-    root: dict = {}
-    table = root
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i].split("#", 1)[0].strip() if '"' not in lines[i] else lines[i].strip()
-        i += 1
-        if not line or line.startswith("#"):
-            continue
-        m = re.match(r"^\[([^\[\]]+)\]$", line)
-        if m:
-            table = root
-            for part in _split_key(m.group(1)):
-                table = table.setdefault(part, {})
-            continue
-        if "=" not in line:
-            continue
-        key, value = line.split("=", 1)
-        value = value.strip()
-        while value.count("[") > value.count("]") and i < len(lines):
-            value += "\n" + lines[i]
-            i += 1
-        value = re.sub(r"\btrue\b", "True", re.sub(r"\bfalse\b", "False", value))
-        value = re.sub(r"(?m)#[^\"'\n]*$", "", value)
-        try:
-            parsed = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            parsed = value
-        parts = _split_key(key.strip())
-        target = table
-        for part in parts[:-1]:
-            target = target.setdefault(part, {})
-        target[parts[-1]] = parsed
-    return root
-
-
-def _split_key(key: str) -> list[str]:
-    return [p.strip().strip('"').strip("'") for p in re.findall(r'"[^"]*"|\'[^\']*\'|[^.]+', key)]
-
-
-# ------------------------------------------------------------------------------------------
-# Keras version
-
-
-@dataclass(frozen=True)
-class KerasTarget:
-    """The Keras a project targets. ``kind``: ``tf.keras<2.11`` (padding in the denominator),
-    ``keras2`` (tf.keras 2.11-2.15 or tf_keras), ``keras3``, or ``unknown``."""
-
-    kind: str
-    version: tuple[int, ...] | None = None  # Keras version when known
-    source: str = ""
-
-    @property
-    def padding_in_denominator(self) -> bool | None:
-        if self.kind == "unknown":
-            return None
-        return self.kind == "tf.keras<2.11"
-
-    @property
-    def is_keras3(self) -> bool | None:
-        if self.kind == "unknown":
-            return None
-        return self.kind == "keras3"
-
-    @property
-    def has_mean_with_sample_weight(self) -> bool | None:
-        """Keras >= 3.7 has ``reduction="mean_with_sample_weight"``."""
-        if self.kind != "keras3":
-            return None if self.kind == "unknown" else False
-        if self.version is None or len(self.version) < 2:
-            return None
-        return self.version[:2] >= (3, 7)
-
-    def describe(self) -> str:
-        if self.kind == "unknown":
-            return "Keras version unknown" + (f" ({self.source})" if self.source else "")
-        label = {
-            "tf.keras<2.11": "tf.keras < 2.11",
-            "keras2": "tf.keras >= 2.11 / tf_keras",
-            "keras3": "Keras 3",
-        }[self.kind]
-        if self.version:
-            label = {
-                "tf.keras<2.11": "tf.keras",
-                "keras2": "Keras",
-                "keras3": "Keras",
-            }[self.kind] + " " + ".".join(map(str, self.version))
-        return f"{label}, from {self.source}" if self.source else label
-
-
-UNKNOWN = KerasTarget("unknown", None, "no keras-version in [tool.maskloss] and no pins found")
-
-
-def parse_version(text: str) -> tuple[int, ...] | None:
-    m = re.match(r"^\s*v?(\d+(?:\.\d+)*)", text)
-    if not m:
-        return None
-    return tuple(int(p) for p in m.group(1).split("."))
-
-
-def target_from_keras_version(v: tuple[int, ...], source: str) -> KerasTarget:
-    if v[:1] >= (3,):
-        return KerasTarget("keras3", v, source)
-    if v[:2] >= (2, 11):
-        return KerasTarget("keras2", v, source)
-    return KerasTarget("tf.keras<2.11", v, source)
-
-
-def target_from_config_value(value: str, source: str) -> KerasTarget:
-    text = str(value).strip().lower()
-    if text in ("tf-keras", "tf_keras"):
-        return KerasTarget("keras2", None, source)
-    if text in ("unknown", "auto", ""):
-        return KerasTarget("unknown", None, source)
-    v = parse_version(text)
-    if v is None or re.search(r"[^0-9.]", text.lstrip("v")):
-        raise ConfigError(
-            f"{source}: keras-version must be a version such as \"2.10\", \"2.15\", \"3.7\" "
-            f"or \"tf-keras\", got {value!r}"
-        )
-    return target_from_keras_version(v, source)
-
-
-_PIN = re.compile(
-    r"""^\s*["']?(tensorflow(?:[-_](?:cpu|gpu|macos|intel|aarch64))?|tf[-_]keras|keras|tf[-_]nightly)\s*
-    (?:\[[^\]]*\])?\s*(\(?\s*[<>=!~][^;#"'\n]*)?""",
-    re.X | re.I,
-)
-
-
-def _bounds(spec: str):
-    """(lo, lo_inclusive, hi, hi_inclusive) from a specifier list; None = unbounded."""
-    lo = hi = None
-    lo_inc = hi_inc = True
-    for part in spec.replace("(", "").replace(")", "").split(","):
-        part = part.strip()
-        m = re.match(r"^(===|==|~=|>=|<=|>|<|!=)\s*([0-9][0-9.*a-z]*)", part)
-        if not m:
-            continue
-        op, ver = m.groups()
-        v = parse_version(ver)
-        if v is None:
-            continue
-        if op in ("==", "==="):
-            if ver.endswith("*"):
-                lo, lo_inc = v, True
-                hi, hi_inc = v[:-1] + (v[-1] + 1,) if v else v, False
-            else:
-                lo = hi = v
-                lo_inc = hi_inc = True
-        elif op == "~=":
-            lo, lo_inc = v, True
-            base = v[:-1] if len(v) > 1 else v
-            hi, hi_inc = base[:-1] + (base[-1] + 1,), False
-        elif op in (">=", ">"):
-            lo, lo_inc = v, op == ">="
-        elif op in ("<=", "<"):
-            hi, hi_inc = v, op == "<="
-    return lo, lo_inc, hi, hi_inc
-
-
-def _classes(lo, hi, hi_inc, thresholds):
-    def cls(v):
-        return sum(1 for t in thresholds if v >= t)
-
-    lo_c = cls(lo) if lo is not None else 0
-    if hi is None:
-        hi_c = len(thresholds)
-    elif hi_inc:
-        hi_c = cls(hi)
-    else:
-        hi_c = sum(1 for t in thresholds if hi > t)
-    return lo_c, hi_c
-
-
-def target_from_pins(pins: list[tuple[str, str, str]]) -> KerasTarget:
-    """Decide from (package, specifier, where) triples."""
-    by_pkg: dict[str, tuple[str, str]] = {}
-    for pkg, spec, where in pins:
-        name = pkg.lower().replace("_", "-")
-        if name.startswith("tensorflow") or name == "tf-nightly":
-            name = "tensorflow"
-        if name not in by_pkg or (spec and not by_pkg[name][0]):
-            by_pkg[name] = (spec, where)
-    kinds = ["tf.keras<2.11", "keras2", "keras3"]
-    if "keras" in by_pkg:
-        spec, where = by_pkg["keras"]
-        lo, _, hi, hi_inc = _bounds(spec)
-        a, b = _classes(lo, hi, hi_inc, [(2, 11), (3,)])
-        if a == b:
-            version = lo if (lo is not None and (lo == hi or a == 2)) else None
-            return KerasTarget(kinds[a], version, f"{where}: keras{spec}")
-        if lo is not None and lo >= (3,):
-            return KerasTarget("keras3", lo, f"{where}: keras{spec}")
-    if "tf-keras" in by_pkg:
-        spec, where = by_pkg["tf-keras"]
-        return KerasTarget("keras2", None, f"{where}: tf-keras{spec}")
-    if "tensorflow" in by_pkg:
-        spec, where = by_pkg["tensorflow"]
-        lo, _, hi, hi_inc = _bounds(spec)
-        a, b = _classes(lo, hi, hi_inc, [(2, 11), (2, 16)])
-        label = f"{where}: tensorflow{spec}"
-        if a == b:
-            version = lo if (lo is not None and lo == hi and a < 2) else None
-            return KerasTarget(kinds[a], version, label)
-        return KerasTarget("unknown", None, f"{label} allows versions before and after 2.11")
-    return UNKNOWN
-
-
-def find_pins(root: str) -> list[tuple[str, str, str]]:
-    pins: list[tuple[str, str, str]] = []
-    candidates = []
     try:
-        names = sorted(os.listdir(root))
-    except OSError:
-        return pins
-    for name in names:
-        if fnmatch.fnmatch(name, "requirements*.txt") or fnmatch.fnmatch(name, "constraints*.txt"):
-            candidates.append(os.path.join(root, name))
-    req_dir = os.path.join(root, "requirements")
-    if os.path.isdir(req_dir):
-        try:
-            candidates += [os.path.join(req_dir, n) for n in sorted(os.listdir(req_dir)) if n.endswith(".txt")]
-        except OSError:
-            pass
-    for path in candidates:
-        if not os.path.isfile(path):
-            continue
-        try:
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                for line in fh:
-                    _match_pin(line, os.path.basename(path), pins)
-        except OSError:
-            continue
-    pyproject = os.path.join(root, "pyproject.toml")
-    if os.path.isfile(pyproject):
-        try:
-            data = load_toml(pyproject)
-        except (ConfigError, OSError):
-            data = {}
-        project = data.get("project", {}) if isinstance(data, dict) else {}
-        deps = list(project.get("dependencies", []) or []) if isinstance(project, dict) else []
-        for item in deps:
-            if isinstance(item, str):
-                _match_pin(item, "pyproject.toml", pins)
-        poetry = data.get("tool", {}).get("poetry", {}).get("dependencies", {}) if isinstance(data, dict) else {}
-        if isinstance(poetry, dict):
-            for pkg, spec in poetry.items():
-                if isinstance(spec, dict):
-                    spec = spec.get("version", "")
-                if isinstance(spec, str):
-                    spec = spec.strip()
-                    if spec.startswith("^"):
-                        v = parse_version(spec[1:])
-                        if v:
-                            spec = f">={spec[1:]},<{v[0] + 1}"
-                    elif spec and spec[0].isdigit():
-                        spec = "==" + spec
-                    elif spec == "*":
-                        spec = ""
-                    _match_pin(f"{pkg}{spec}", "pyproject.toml", pins)
-    setup_cfg = os.path.join(root, "setup.cfg")
-    if os.path.isfile(setup_cfg):
-        try:
-            with open(setup_cfg, encoding="utf-8", errors="replace") as fh:
-                in_requires = False
-                for line in fh:
-                    if re.match(r"^\s*install_requires\s*=", line):
-                        in_requires = True
-                        _match_pin(line.split("=", 1)[1], "setup.cfg", pins)
-                        continue
-                    if in_requires:
-                        if line.strip() and not line[:1].isspace():
-                            in_requires = False
-                        else:
-                            _match_pin(line, "setup.cfg", pins)
-        except OSError:
-            pass
-    return pins
-
-
-def _match_pin(line: str, where: str, pins: list) -> None:
-    m = _PIN.match(line)
-    if not m:
-        return
-    rest = line[m.end(1):]
-    if rest[:1] and (rest[:1].isalnum() or rest[:1] in "-_."):
-        return  # e.g. tensorflow-datasets, keras-hub
-    pins.append((m.group(1), (m.group(2) or "").strip(), where))
+        return _toml.loads(data.decode("utf-8", errors="replace"))
+    except Exception as exc:  # TOMLDecodeError
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
 
 
 # ------------------------------------------------------------------------------------------
@@ -396,6 +101,21 @@ def path_matches(rel: str, pattern: str) -> bool:
 
 def _matches(code: str, patterns: list[str]) -> bool:
     return any(p == "ALL" or code.startswith(p) for p in patterns)
+
+
+KERAS_VERSION_WORDS = ("tf-keras", flavours.TF_KERAS, "unknown", "auto", "")
+
+
+def keras_version_value(value, where: str) -> str:
+    """A ``keras-version`` value, stripped and lowercased: a version (``"2.10"``, ``"3.7"``) or
+    one of ``KERAS_VERSION_WORDS``; ConfigError for anything else."""
+    text = str(value).strip().lower()
+    if text in KERAS_VERSION_WORDS or (re.match(r"v?\d", text) and not re.search(r"[^0-9.]", text.lstrip("v"))):
+        return text
+    raise ConfigError(
+        f"{where}: keras-version must be a version such as \"2.10\", \"2.15\", \"3.7\" "
+        f"or \"tf-keras\", got {value!r}"
+    )
 
 
 def validate_codes(codes, known: set[str], where: str) -> list[str]:
@@ -480,7 +200,7 @@ def load_config(path: str | None, known_codes: set[str]) -> Config:
         value = section["keras-version"]
         if not isinstance(value, (str, int, float)):
             raise ConfigError(f"{where} keras-version: expected a string such as \"2.10\"")
-        target_from_config_value(str(value), f"{where} keras-version")  # validate now
+        keras_version_value(str(value), f"{where} keras-version")  # validate now
         cfg.keras_version = str(value)
     return cfg
 
@@ -503,11 +223,3 @@ def _root_of_dir(cur: str) -> str:
         if parent == cur:
             return first
         cur = parent
-
-
-def keras_target(root: str, cfg: Config | None, override: str | None = None) -> KerasTarget:
-    if override:
-        return target_from_config_value(override, "--keras-version")
-    if cfg is not None and cfg.keras_version:
-        return target_from_config_value(cfg.keras_version, "[tool.maskloss] keras-version")
-    return target_from_pins(find_pins(root))  # cached per run by the Scanner

@@ -9,13 +9,16 @@ from dataclasses import dataclass, field
 
 from pytest_maskloss.scan import rules as R
 from pytest_maskloss.scan._lazy import LazyModule
-from pytest_maskloss.scan.config import Config, KerasTarget, keras_target, project_root
-from pytest_maskloss.scan.findings import Edit, Finding, Fix
+from pytest_maskloss.scan.config import Config, project_root
+from pytest_maskloss.scan.findings import Finding, Fix
 from pytest_maskloss.scan.project import ProjectIndex
 from pytest_maskloss.scan.source import MAX_BYTES, SourceError, read_units
+from pytest_maskloss.scan.target import UNKNOWN, KerasTarget, keras_target, target_from_config_value
 
 cst = LazyModule("libcst")
 A = LazyModule("pytest_maskloss.scan.analysis")  # imports libcst
+E = LazyModule("pytest_maskloss.scan.edits")
+V = LazyModule("pytest_maskloss.scan.values")
 
 PARSE_CODE = "MSK900"
 
@@ -224,17 +227,11 @@ class Scanner:
 
     def _finding(self, raw: R.Raw, rule) -> Finding | None:
         an = raw.loc.module
-        pos = an.position(raw.loc)
+        pos = E.position(raw.loc)
         if pos is None:
             return None
         unit = an.units[raw.loc.unit]
-        fix = None
-        if raw.fix is not None:
-            try:
-                desc, edits, safe = raw.fix(an)
-                fix = Fix(desc, tuple(Edit(s, e, t, an.units[u].cell) for u, s, e, t in edits), safe)
-            except Exception:  # a fix that cannot be built is dropped, never a crash
-                fix = None
+        fix = raw.fix if isinstance(raw.fix, Fix) else None  # a fix that could not be built is None
         related = tuple(sorted(self.display(p) for p in raw.related if os.path.abspath(p) != an.path))
         return Finding(
             path=self.display(an.path), line=pos[0], col=pos[1] + 1, code=rule.code,
@@ -336,11 +333,11 @@ def _provides(data: bytes) -> bool:
 def _exports(an: A.ModuleAnalysis) -> bool:
     """Does this module define something another module could compile, fit or use as a loss?"""
     for value in an.globals.vars.values():
-        if isinstance(value, (A.ModelV, A.ClassRef)):
+        if isinstance(value, (V.ModelV, V.ClassRef)):
             return True
-        if isinstance(value, A.FuncRef) and isinstance(value.returns(), (A.ModelV, A.ReductionV, A.FuncRef, A.LayerV)):
+        if isinstance(value, V.FuncRef) and isinstance(value.returns(), (V.ModelV, V.ReductionV, V.FuncRef, V.LayerV)):
             return True
-        if isinstance(value, A.LayerV):
+        if isinstance(value, V.LayerV):
             return True
     return False
 
@@ -348,7 +345,6 @@ def _exports(an: A.ModuleAnalysis) -> bool:
 def check_source(text: str, keras_version: str | None = None, path: str = "example.py", config: Config | None = None) -> list[Finding]:
     """Scan a source string (no files read, no project links). ``keras_version`` as in
     ``[tool.maskloss]``; None means unknown. Used by the rule tests and the flake8 plugin."""
-    from pytest_maskloss.scan.config import UNKNOWN, target_from_config_value
     from pytest_maskloss.scan.source import Unit
 
     target = target_from_config_value(keras_version, "keras-version") if keras_version else UNKNOWN

@@ -56,6 +56,12 @@ def _select_edits(findings):
     return accepted, applied
 
 
+def fixed_text(text: str, findings) -> str:
+    """``text`` (a file's source, not a notebook) with the fixes of ``findings`` applied."""
+    accepted, _ = _select_edits([f for f in findings if f.fix is not None])
+    return _apply_edits(text, accepted.get(None, []))
+
+
 def fixed_content(path: str, findings):
     """(old bytes, new bytes, applied findings) for one file."""
     with open(path, "rb") as fh:
@@ -126,4 +132,4 @@ def diff(path: str, old: bytes, new: bytes) -> str:
     return "".join(difflib.unified_diff(a, b, fromfile=f"a/{path}", tofile=f"b/{path}"))
 
 
-__all__ = ["FixError", "SourceError", "choose", "diff", "fixed_content", "write_atomic"]
+__all__ = ["FixError", "SourceError", "choose", "diff", "fixed_content", "fixed_text", "write_atomic"]

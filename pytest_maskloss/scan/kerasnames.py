@@ -7,6 +7,11 @@
 
 from __future__ import annotations
 
+from pytest_maskloss.compat import flavours
+
+# the package the standalone tf_keras flavour is imported from
+_TF_KERAS = flavours.MODEL_PACKAGES[flavours.TF_KERAS]
+
 _PREFIXES = (
     ("tensorflow.python.keras.", "keras."),
     ("tensorflow.compat.v1.keras.", "keras."),
@@ -28,7 +33,7 @@ def canonical(qname: str) -> str:
     for old, new in _PREFIXES:
         if qname.startswith(old):
             return new + qname[len(old):]
-    if qname in ("tensorflow.keras", "tf_keras", "tensorflow.python.keras"):
+    if qname in ("tensorflow.keras", _TF_KERAS, "tensorflow.python.keras"):
         return "keras"
     return qname
 
@@ -94,7 +99,3 @@ PER_TOKEN_OPS = {
 }
 REDUCTIONS = {"reduce_mean", "reduce_sum", "mean", "sum"}
 EXP_FUNCS = {"exp"}
-
-# --- Embedding signatures: the position of mask_zero --------------------------------------
-MASK_ZERO_POSITION_KERAS3 = 5  # 6th positional argument
-MASK_ZERO_POSITION_KERAS2 = 6  # 7th (activity_regularizer comes before it)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import re
 
+from pytest_maskloss.compat.flavours import KERAS_PACKAGES
+
 SKIP_DIRS = {
     ".git", ".hg", ".svn", ".tox", ".nox", ".venv", "venv", "env", ".env", "build", "dist",
     "node_modules", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".eggs",
@@ -21,6 +23,11 @@ SKIP_DIRS = {
 MAX_PROJECT_FILES = 20000
 # a module can provide a model, a layer or a loss only if it mentions one of these
 _PROVIDER = re.compile(r"keras|Embedding|Masking|Sequential|Model|Loss|mask|import")
+# top-level packages never resolved to project files
+_NOT_PROJECT = frozenset(KERAS_PACKAGES) | {"numpy", "math", "torch", "jax", "os", "sys"}
+# packages whose names the analysis knows as installed packages (pytest_maskloss.keras losses):
+# resolved to project files only for a class's bases, in a project that holds the package
+_INSTALLED = frozenset({"pytest_maskloss"})
 _USER = re.compile(r"(?<!\bre)\.compile\s*\(|\.fit\s*\(|\.evaluate\s*\(|\bexp\s*\(")
 
 
@@ -90,11 +97,15 @@ class ProjectIndex:
     def put(self, path: str, an) -> None:
         self._analyses[os.path.abspath(path)] = an
 
-    def resolve(self, qname: str, from_path: str):
-        from pytest_maskloss.scan.analysis import ModuleRef
+    def resolve(self, qname: str, from_path: str, base_class: bool = False):
+        """The value a dotted name imported from a project module has there (a ``ModuleRef``
+        for a module), or None."""
+        from pytest_maskloss.scan.values import ModuleRef
 
         parts = qname.split(".")
-        if parts[0] in ("tensorflow", "keras", "tf_keras", "numpy", "math", "torch", "jax", "os", "sys", "pytest_maskloss"):
+        if parts[0] in _NOT_PROJECT:
+            return None
+        if parts[0] in _INSTALLED and not (base_class and self.find_module(parts[0], os.path.join(self.root, "-"))):
             return None
         for i in range(len(parts), 0, -1):
             mod = ".".join(parts[:i])

@@ -37,7 +37,7 @@ from hypothesis import strategies as st  # noqa: E402
 from pytest_maskloss.cli import main as cli_main  # noqa: E402
 
 FORMATS = ("text", "json", "sarif", "github")
-DESIGN_CODE = "MSK001"  # pytest_maskloss/scan/rules.py: stock-loss-on-masked-output
+DESIGN_CODE = "MSK001"  # pytest_maskloss/scan/rules/msk001_stock_loss_on_masked_output.py
 SUBPROCESS_TIMEOUT = 240
 
 # ----------------------------------------------------------------------------------- running

@@ -1,0 +1,151 @@
+"""MSK005 padding-sample-weight-with-batch-mean."""
+
+from __future__ import annotations
+
+from pytest_maskloss.scan import edits, syntax
+from pytest_maskloss.scan.rules.base import Invalid, Raw, Rule, make_fix
+from pytest_maskloss.scan.values import MASKED, Loc, LossV, ModelV, PaddingV
+
+REDUCTION = 'reduction="mean_with_sample_weight"'
+
+
+class SampleWeightPaddingWithBatchMean(Rule):
+    """Padding passed as `sample_weight` to a loss with the `sum_over_batch_size` reduction.
+
+    ## What it does
+    Finds `fit`, `evaluate`, `train_on_batch` and `test_on_batch` calls whose `sample_weight=`
+    looks like padding (a comparison such as `y != 0`, `not_equal`, `greater`,
+    `sequence_mask`, anything cast from one, or a name containing `mask` or `pad`), on a
+    model without a mask of its own, whose loss has the default reduction
+    (`sum_over_batch_size`; an explicit other reduction silences the rule).
+
+    ## Why is this bad?
+    The weights zero the padded terms, but the divisor still counts every position, on every
+    Keras version: the reported loss shrinks as padding grows (0.9657 instead of 1.6094 in the
+    reference case, on Keras 3.15 and tf_keras 2.21 alike). This is how keras-hub language
+    model tasks train.
+
+    Severity: **error** on every Keras version.
+
+    ## Example
+    ```python
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, sample_weight=(y != 0).astype("float32"))
+    ```
+
+    ## Use instead
+    ```python
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight"))
+    model.fit(x, y, sample_weight=(y != 0).astype("float32"))
+    ```
+
+    ## Fix safety
+    On Keras ≥ 3.7 only, the fix adds `reduction="mean_with_sample_weight"` to the loss
+    instance in a `compile` call of the same file. It is unsafe: the reported value changes.
+    """
+
+    code = "MSK005"
+    name = "padding-sample-weight-with-batch-mean"
+    summary = "padding passed as sample_weight to fit/evaluate with a sum_over_batch_size loss"
+    VALID = [
+        """
+import keras
+model = keras.Sequential([keras.layers.Embedding(10, 4), keras.layers.Dense(3)])
+model.compile(loss=keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight"))
+model.fit(x, y, sample_weight=(y != 0).astype("float32"))
+""",
+        """
+import keras
+model = keras.Sequential([keras.layers.Embedding(10, 4), keras.layers.Dense(3)])
+model.compile(loss="sparse_categorical_crossentropy")
+model.fit(x, y, sample_weight=class_weights_per_example)
+""",
+    ]
+    INVALID = [
+        Invalid(
+            code="""
+# keras-version: 3.7
+import keras
+model = keras.Sequential([keras.layers.Embedding(10, 4), keras.layers.Dense(3)])
+model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+weights = (y != 0).astype("float32")
+model.fit(x, y, sample_weight=weights)
+""",
+            fixed="""
+# keras-version: 3.7
+import keras
+model = keras.Sequential([keras.layers.Embedding(10, 4), keras.layers.Dense(3)])
+model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight"))
+weights = (y != 0).astype("float32")
+model.fit(x, y, sample_weight=weights)
+""",
+        ),
+        Invalid(
+            code="""
+import tensorflow as tf
+model = tf.keras.Sequential([tf.keras.layers.Embedding(10, 4), tf.keras.layers.Dense(3)])
+model.compile(loss="sparse_categorical_crossentropy")
+model.evaluate(x, y, sample_weight=padding_mask)
+""",
+            fixed="""
+import tensorflow as tf
+import pytest_maskloss.keras
+model = tf.keras.Sequential([tf.keras.layers.Embedding(10, 4), tf.keras.layers.Dense(3)])
+model.compile(loss=pytest_maskloss.keras.MaskedLoss("sparse_categorical_crossentropy"))
+model.evaluate(x, y, sample_weight=padding_mask)
+""",
+        ),
+    ]
+
+    def check(self, an):
+        for fact in an.fits:
+            if not _looks_like_padding(fact.sample_weight, fact.sw_node):
+                continue
+            model = fact.model
+            stock = None
+            if isinstance(model, ModelV):
+                if model.output().state == MASKED:
+                    continue  # the mask already divides by real tokens; MSK001 covers old versions
+                reductions = []
+                for c in model.compiles:
+                    for value, node in c.losses:
+                        if isinstance(value, LossV):
+                            reductions.append(value.reduction)
+                            if value.kind == "stock" and value.reduction is None and value.call_node is not None and c.loc.module is an:
+                                stock = Loc(an, c.loc.unit, value.call_node, c.loc.top)
+                            if value.kind == "masked":
+                                reductions.append("masked")
+                if any(r not in (None, "sum_over_batch_size", "auto") for r in reductions):
+                    continue
+            fix = None
+            if stock is not None and an.target.has_mean_with_sample_weight:
+                fix = make_fix(
+                    f"add {REDUCTION} to the loss (changes the reported value: unsafe)",
+                    lambda stock=stock: [edits.replace_edit(stock, _with_reduction(stock))],
+                )
+            yield Raw(
+                Loc(an, fact.loc.unit, fact.sw_node, fact.loc.top),
+                f"padding passed as sample_weight to {fact.method}() with a sum_over_batch_size loss: "
+                f"the weights zero the padding but the divisor still counts it (every Keras version), "
+                f"so the reported loss shrinks with padding; use {REDUCTION} "
+                f"(Keras >= 3.7) or a masked loss",
+                "error",
+                fix,
+            )
+
+
+def _looks_like_padding(value, node) -> bool:
+    if isinstance(value, PaddingV):
+        return True
+    name = syntax.dotted(node) or ""
+    leaf = name.rsplit(".", 1)[-1].lower()
+    return any(w in leaf for w in ("mask", "pad", "nonzero", "not_pad"))
+
+
+def _with_reduction(loc: Loc) -> str:
+    """The loss call's text with the reduction keyword added as its last argument."""
+    text = edits.code_for(loc)
+    if loc.node.args:
+        new = text[: text.rstrip().rfind(")")].rstrip()
+        return new + (" " if new.endswith(",") else ", ") + REDUCTION + ")"
+    return text.rstrip()[:-1] + REDUCTION + ")"

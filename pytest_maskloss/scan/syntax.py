@@ -1,0 +1,94 @@
+"""Reading libcst nodes: dotted names, call arguments by position or keyword, integer and
+keyword literals, and two small questions about function bodies. libcst is imported lazily."""
+
+from __future__ import annotations
+
+from pytest_maskloss.scan._lazy import LazyModule
+
+cst = LazyModule("libcst")
+
+
+def dotted(node) -> str | None:
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        base = dotted(node.value)
+        return f"{base}.{node.attr.value}" if base else None
+    return None
+
+
+def call_arg(call: cst.Call, index: int | None, keyword: str | None):
+    """The argument node given by keyword, or by position ``index``."""
+    pos = 0
+    for arg in call.args:
+        if arg.star:
+            continue
+        if arg.keyword is not None:
+            if keyword is not None and arg.keyword.value == keyword:
+                return arg.value
+        else:
+            if index is not None and pos == index:
+                return arg.value
+            pos += 1
+    return None
+
+
+def has_star_args(call: cst.Call) -> bool:
+    return any(arg.star for arg in call.args)
+
+
+def int_of(node) -> int | None:
+    if isinstance(node, cst.Integer):
+        try:
+            return int(node.value, 0)
+        except ValueError:
+            return None
+    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+        v = int_of(node.expression)
+        return -v if v is not None else None
+    return None
+
+
+def kw_literal(call: cst.Call, name: str) -> str | None:
+    node = call_arg(call, None, name)
+    if node is None:
+        return None
+    if isinstance(node, cst.SimpleString):
+        try:
+            return str(node.evaluated_value)
+        except Exception:
+            return "?"
+    if isinstance(node, cst.Attribute):  # losses_utils.ReductionV2.SUM
+        return node.attr.value.lower()
+    return "?"
+
+
+def returns_only_none(fn: cst.FunctionDef) -> bool:
+    body = fn.body.body
+    if not isinstance(body, (list, tuple)):
+        return False
+    returns = []
+    for stmt in body:
+        if isinstance(stmt, cst.SimpleStatementLine):
+            for s in stmt.body:
+                if isinstance(s, cst.Return):
+                    returns.append(s)
+        elif not isinstance(stmt, (cst.SimpleStatementLine,)):
+            return False
+    return bool(returns) and all(
+        r.value is None or (isinstance(r.value, cst.Name) and r.value.value == "None") for r in returns
+    )
+
+
+def sets_supports_masking(fn: cst.FunctionDef) -> bool:
+    found = []
+
+    class V(cst.CSTVisitor):
+        def visit_Assign(self, node):
+            for t in node.targets:
+                if isinstance(t.target, cst.Attribute) and t.target.attr.value == "supports_masking":
+                    if isinstance(node.value, cst.Name) and node.value.value == "True":
+                        found.append(True)
+
+    fn.visit(V())
+    return bool(found)
