@@ -22,6 +22,7 @@ import numpy as np
 
 import keras
 from pytest_maskloss import check_masked_loss
+from pytest_maskloss.keras import MaskedSparseCategoricalCrossentropy
 
 
 def padded(n, length, vocab, seed=0):
@@ -32,15 +33,16 @@ def padded(n, length, vocab, seed=0):
     return tokens
 
 
-def model_for(vocab):
+def model_for(vocab, from_logits=False):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
         keras.Input((None,), dtype="int32"),
         keras.layers.Embedding(vocab, 32, mask_zero=True),
         keras.layers.LSTM(32, return_sequences=True),
-        keras.layers.Dense(vocab, activation="softmax"),
+        keras.layers.Dense(vocab, activation=None if from_logits else "softmax"),
     ])
-    model.compile("adam", "sparse_categorical_crossentropy")
+    # the package's own masked loss: the check judges it like the stock loss it wraps
+    model.compile("adam", MaskedSparseCategoricalCrossentropy(from_logits=from_logits))
     return model
 
 
@@ -50,12 +52,15 @@ def main():
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--vocab", type=int, default=8000)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--from-logits", action="store_true",
+                        help="a linear output and from_logits=True (else a softmax output)")
     args = parser.parse_args()
     x = padded(args.sequences, args.length, args.vocab)
-    model = model_for(args.vocab)
+    model = model_for(args.vocab, args.from_logits)
     print(f"keras {keras.__version__} ({keras.config.backend()}); {args.sequences} sequences x "
           f"{args.length}, vocabulary {args.vocab}, batch {args.batch}; "
-          f"{int((x != 0).sum())} real tokens of {x.size}")
+          f"{int((x != 0).sum())} real tokens of {x.size}; "
+          f"{'logits' if args.from_logits else 'softmax'} output")
 
     warm = x[: args.batch * 2]
     model.evaluate(warm, warm, batch_size=args.batch, verbose=0)

@@ -6,7 +6,7 @@ up to 16 tokens, fit for 3 epochs then evaluate — every one of them audited, t
 wrong) and 4 unpadded classifiers (no mask source: not audited). The suite is run by
 ``python -m pytest`` in a subprocess, alternately without and with ``--maskloss``, REPEATS
 times each; the best wall time of each is compared (the machine is shared: the minimum is
-the least noisy estimate). Target: ratio <= 1.5.
+the least noisy estimate). Target: ratio <= 1.10.
 
     python benchmarks/bench_plugin.py [--repeats N] [-- extra pytest args]
     KERAS_BACKEND=jax python benchmarks/bench_plugin.py
@@ -27,7 +27,7 @@ import textwrap
 import time
 from pathlib import Path
 
-TARGET = 1.5
+TARGET = 1.10
 
 HELPERS = '''
 import os

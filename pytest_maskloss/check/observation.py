@@ -63,6 +63,7 @@ class Observation:
         self.judge.has_mask_source = bool(self.mask_sources)
         self.metrics = Metrics(self.outputs, self.stack, self.padding, self.judge)
         self.recorders = {}  # path -> Recorder of its last observed call
+        self._tap = None
         self._metric_names_known = False
 
     # -- observing a call ---------------------------------------------------------------------
@@ -74,13 +75,15 @@ class Observation:
         recorder = Recorder(self.outputs, self.padding, self.stack, self.metrics, self.judge,
                             replicas=self.replicas, path=path)
         try:
-            tap = LossTap(self.model, self.info, recorder.on_step, on_period=recorder.new_period,
-                          per_token=self._in_step_per_token(), want_x=self._wants_x(),
-                          want_pred=self._wants_predictions())
+            if self._tap is None:  # one tap for all the calls observed: each step traced once
+                self._tap = LossTap(self.model, self.info, recorder.on_step,
+                                    per_token=self._in_step_per_token(), want_x=self._wants_x(),
+                                    want_pred=self._wants_predictions())
         except TapUnavailable as exc:
             self.report.skipped[path] = str(exc)
             yield None
             return
+        tap = self._tap.open(recorder.on_step, recorder.new_period)
         if path in ON_BATCH:
             recorder.judge_steps = False  # the call's returned figure is judged instead
         if self.want_metrics and not self.metrics.names:

@@ -117,8 +117,8 @@ class Recorder:
         period.steps += 1
         period.masked_output = period.masked_output or first.get("mask") is not None
         batch = _batch(records)
-        if self.first_batch is None:
-            self.first_batch = batch
+        if self.first_batch is None:  # kept past the step: a copy (the step's arrays are views)
+            self.first_batch = Batch(*(_copy(v) for v in (batch.x, batch.y, batch.sample_weight)))
             self.judge.output_has_mask = first.get("mask") is not None
         total = Total([(out.weight, per_output[out.name]) for out in self.outputs])
         if not self.judge_steps:
@@ -227,6 +227,16 @@ def _stack_predictions(records):
     if records[0].get("y_pred") is None:
         return None
     return _concat([r["y_pred"] for r in records]) if len(records) > 1 else records[0]["y_pred"]
+
+
+def _copy(value):
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copy(v) for v in value)
+    return np.array(value)
 
 
 def _concat(parts):

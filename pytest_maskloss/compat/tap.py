@@ -76,11 +76,21 @@ class LossTap:
         # tf.distribute traces each replica's step in a thread of its own
         self._phase = None
         self._saved = {}
+        self._traced = {}  # step functions traced with the tap, reused by the next opening
         self._lock = threading.Lock()
 
     # -- opening and closing -------------------------------------------------------------
 
+    def open(self, on_step, on_period=None):
+        """Reopen the tap for another call, with new sinks; the step functions it traced before
+        are reused (no second trace)."""
+        self.on_step = on_step
+        self.on_period = on_period or _ignore
+        self.errors = []
+        return self
+
     def __enter__(self):
+        self.active = True
         model = self.model
         self._saved = {name: model.__dict__.get(name, _ABSENT)
                        for name in ("compute_loss", "reset_metrics", *_STEPS)}
@@ -109,7 +119,7 @@ class LossTap:
 
         _set(model, "reset_metrics", reset_metrics)
         for name in _FUNCTIONS:
-            _set(model, name, None)
+            _set(model, name, self._traced.get(name))
         return self
 
     def __exit__(self, *exc):
@@ -122,9 +132,12 @@ class LossTap:
         self.flush()
         self.active = False
         for name, value in self._functions.items():
+            current = getattr(model, name, None)
+            if current is not None and current is not value:
+                self._traced[name] = current
             # A step function traced for this call replaces none the model had: it stays, with
             # the tap inert in it, so the model's next call is not traced once more.
-            if value is not None or getattr(model, name, None) is None:
+            if value is not None or current is None:
                 _set(model, name, value)
         self.on_step = self.on_period = _ignore
         return False
@@ -187,7 +200,7 @@ class LossTap:
         def host(*tensors):
             if not self.active:
                 return np.int32(0)
-            values = iter(t.numpy() for t in tensors)
+            values = iter(_view(t) for t in tensors)
             leaves = [next(values) if p else None for p in present]
             replica_id = int(next(values)) if replica is not None else 0
             self._receive(tf.nest.pack_sequence_as(payload, leaves), phase, replica_id)
@@ -265,6 +278,15 @@ def _replica_id():
     if ctx is None or ctx.num_replicas_in_sync <= 1:
         return None
     return tf.convert_to_tensor(ctx.replica_id_in_sync_group)
+
+
+def _view(tensor):
+    """The tensor's memory as a read-only numpy array, without a copy. Valid while the
+    callback runs: the host handles a step before it returns, and copies what it keeps."""
+    try:
+        return tensor._numpy()
+    except Exception:  # a TensorFlow without the private view, or a non-CPU tensor
+        return tensor.numpy()
 
 
 def _detached(tree):

@@ -47,10 +47,6 @@ class Env:
         return False
 
 
-class _Return(Exception):
-    pass
-
-
 class Interpreter:
     """Abstract interpretation of the parsed units of one file (a file, or the code cells of a
     notebook), which share one global environment."""
@@ -116,8 +112,6 @@ class Interpreter:
         for stmt in body:
             try:
                 self.exec_stmt(stmt, env)
-            except _Return:
-                raise
             except RecursionError:
                 continue
 
@@ -267,12 +261,8 @@ class Interpreter:
         if self._depth > 30:
             return None
         self._depth += 1
-        saved = self.unit
-        saved_top = self.top
-        saved_memo = self._memo
-        self._memo = {}
-        self.unit = ref.unit
-        self.top = ref.top
+        saved, saved_top, saved_memo = self.unit, self.top, self._memo
+        self._memo, self.unit, self.top = {}, ref.unit, ref.top
         try:
             env = Env(parent=self.globals, func=ref)
             params = list(ref.node.params.posonly_params) + list(ref.node.params.params)
@@ -288,9 +278,7 @@ class Interpreter:
                 self.exec_block(body, env)
             return env.vars.get("<return>")
         finally:
-            self.unit = saved
-            self.top = saved_top
-            self._memo = saved_memo
+            self.unit, self.top, self._memo = saved, saved_top, saved_memo
             self._depth -= 1
 
     # -- expressions -----------------------------------------------------------------
