@@ -28,8 +28,17 @@ class Batch:
         return int(leading_dim(self.x))
 
 
+def is_text_rows(structure) -> bool:
+    """A list of strings: one sample per string (what a KerasHub preprocessor takes)."""
+    return isinstance(structure, (list, tuple)) and bool(structure) and all(
+        isinstance(v, (str, bytes)) for v in structure
+    )
+
+
 def leading_dim(structure) -> int:
     """Number of samples: the first axis of the first array of a structure."""
+    if is_text_rows(structure):
+        return len(structure)
     if isinstance(structure, dict):
         structure = next(iter(structure.values()))
     elif isinstance(structure, (list, tuple)):
@@ -41,6 +50,8 @@ def slice_rows(structure, start, stop):
     """Rows ``start:stop`` of every array of a structure (None stays None)."""
     if structure is None:
         return None
+    if is_text_rows(structure):
+        return list(structure[start:stop])
     if isinstance(structure, dict):
         return {k: slice_rows(v, start, stop) for k, v in structure.items()}
     if isinstance(structure, (list, tuple)):
@@ -49,16 +60,18 @@ def slice_rows(structure, start, stop):
 
 
 def _split_element(element):
-    """A dataset/generator element as (x, y, sample_weight), like Keras unpacks it."""
-    if isinstance(element, (list, tuple)) and len(element) in (2, 3):
-        x, y = element[0], element[1]
-        sw = element[2] if len(element) == 3 else None
+    """A dataset/generator element as (x, y, sample_weight), like Keras unpacks it: a tuple of
+    one to three, or anything else as inputs alone (a model whose step makes its own labels,
+    such as a KerasHub task fed strings; the observed step says whether labels reached it)."""
+    if isinstance(element, (list, tuple)) and len(element) in (1, 2, 3):
+        x, y, sw = (tuple(element) + (None, None))[:3]
         return Batch(to_numpy(x), to_numpy(y), to_numpy(sw))
-    raise MaskLossInputError(
-        "each batch must be (x, y) or (x, y, sample_weight): labels are needed to compute the "
-        f"masked reference; got a {type(element).__name__}"
-        + (f" of length {len(element)}" if isinstance(element, (list, tuple)) else "")
-    )
+    if isinstance(element, tuple):
+        raise MaskLossInputError(
+            "each batch must be x, (x,), (x, y) or (x, y, sample_weight), like Keras unpacks "
+            f"it; got a tuple of length {len(element)}"
+        )
+    return Batch(to_numpy(element), None, None)
 
 
 class DataSource:
@@ -93,13 +106,13 @@ class DataSource:
                 self._buffer.append(_split_element(element))
         else:
             self.kind = "arrays"
-            if y is None:
-                raise MaskLossInputError("labels y are required with array inputs")
+            # y may be None: a model whose step makes its labels (a KerasHub task with its
+            # preprocessor) gets x alone, as Keras allows; the observed step is judged.
             self._x, self._y, self._sw = to_numpy(x), to_numpy(y), to_numpy(sample_weight)
             n = leading_dim(self._x)
             if n == 0:
                 raise MaskLossInputError("the data is empty: x has 0 samples")
-            if leading_dim(self._y) != n:
+            if self._y is not None and leading_dim(self._y) != n:
                 raise MaskLossInputError(
                     f"x has {n} samples but y has {leading_dim(self._y)}"
                 )
@@ -175,7 +188,9 @@ class DataSource:
     def keras_kwargs(self) -> dict:
         """Arguments for evaluate/fit that make Keras see the same batches, in the same order."""
         if self.kind == "arrays":
-            kwargs = {"x": self._x, "y": self._y, "batch_size": self.batch_size}
+            kwargs = {"x": self._x, "batch_size": self.batch_size}
+            if self._y is not None:
+                kwargs["y"] = self._y
             if self._sw is not None:
                 kwargs["sample_weight"] = self._sw
             return kwargs
@@ -205,6 +220,8 @@ class DataSource:
 
 
 def batch_tuple(batch: Batch):
+    if batch.y is None and batch.sample_weight is None:
+        return (batch.x,)
     if batch.sample_weight is None:
         return (batch.x, batch.y)
     return (batch.x, batch.y, batch.sample_weight)

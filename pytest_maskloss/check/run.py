@@ -47,9 +47,7 @@ class CheckRun:
             except MaskLossInputError:
                 raise
             except Exception as exc:
-                # TensorFlow puts the traced code first and the message last
-                lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
-                last = lines[-1] if lines else ""
+                last = _last_message_line(exc)
                 raise MaskLossInputError(
                     f"the model's own {path}() failed on this data ({type(exc).__name__}: {last[:300]}); "
                     "check the labels, sample weights and batch structure given to the check"
@@ -71,3 +69,14 @@ class CheckRun:
         if steps is not None:
             kwargs["steps_per_epoch"] = steps
         return model.fit(**kwargs, shuffle=False, epochs=1, verbose=0)
+
+
+def _last_message_line(exc) -> str:
+    """The line that says what went wrong: TensorFlow puts the traced code first and the
+    message last; Keras' "Exception encountered when calling" ends with the arguments."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    lines = [l for l in lines if not l.startswith(("•", "Arguments received by"))]
+    return lines[-1] if lines else ""

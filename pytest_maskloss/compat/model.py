@@ -16,8 +16,8 @@ STOCHASTIC_LAYERS = {
 
 def to_numpy(value):
     """A tensor, array or nested structure of them as numpy (structures keep their shape)."""
-    if value is None:
-        return None
+    if value is None or isinstance(value, (str, bytes)):
+        return value  # text stays text: a list of strings is a batch for a preprocessor
     if isinstance(value, dict):
         return {k: to_numpy(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -183,7 +183,10 @@ class LossTap:
         elif backend == F.JAX:
             import jax
 
-            jax.debug.callback(lambda tree: self._receive(tree, phase, 0), payload, ordered=True)
+            # ordered effects are refused when the step spans several devices (Keras'
+            # DataParallel): there the steps' own data dependence keeps the callbacks in order
+            jax.debug.callback(lambda tree: self._receive(tree, phase, 0), payload,
+                               ordered=not _spans_devices())
         else:
             self._receive(_detached(payload), phase, 0)
 
@@ -224,6 +227,17 @@ class LossTap:
 
 
 _ABSENT = object()
+
+
+def _spans_devices() -> bool:
+    """A Keras 3 distribution over more than one device is set (JAX runs the step SPMD)."""
+    try:
+        from keras import distribution
+
+        current = distribution.distribution()
+        return current is not None and current.device_mesh.devices.size > 1
+    except Exception:  # no distribution API (older Keras 3): a single-device step
+        return False
 
 
 def _ignore(*args):

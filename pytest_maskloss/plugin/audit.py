@@ -28,7 +28,7 @@ import threading
 import pytest
 
 from pytest_maskloss.check import guard
-from pytest_maskloss.compat import detect, masks
+from pytest_maskloss.compat import detect, masks, model as M
 from pytest_maskloss.errors import MaskLossInputError, MaskLossMismatch
 from pytest_maskloss.plugin import records as R
 from pytest_maskloss.plugin.calls import has_zero_weights, pads_in_its_preprocessor
@@ -55,7 +55,9 @@ class AuditPlugin:
         self.records = []  # dicts, JSON-able (they travel from xdist workers)
         self.item = None
         self.options = None  # the current test's audit options (None: not auditing now)
-        self.audited = set()  # (nodeid, id(model), method) already audited
+        # (nodeid, id(model), method) -> its record: the first such call is observed, later ones
+        # are counted on that record (observing again would retrace the model's step)
+        self.audited = {}
         self.attempts = {}  # (nodeid, id(model), method) -> calls tried (not-audited ones too)
         self.strict_failures = {}  # nodeid -> message raised in strict mode
         self.patches = Patches(self._wrap)
@@ -163,8 +165,13 @@ class AuditPlugin:
         call alone)."""
         try:
             key = (self.item.nodeid, id(model), method)
-            if key in self.audited or self.attempts.get(key, 0) >= MAX_ATTEMPTS:
+            if key in self.audited:
+                self.audited[key]["repeats"] = self.audited[key].get("repeats", 0) + 1
                 return None
+            if self.attempts.get(key, 0) >= MAX_ATTEMPTS:
+                return None
+            if not M.is_compiled(model):
+                return None  # Keras itself refuses the call ("You must call compile()")
             bound = signature.bind(model, *args, **kwargs).arguments
             configured = self.options.get("pad_id") is not None
             if not (configured or masks.mask_source_layers(model) or has_zero_weights(bound)
@@ -196,7 +203,7 @@ class AuditPlugin:
             if recorder is not None:
                 observation.judge_call(record["path"], [result] if record["path"] in ON_BATCH else result)
             report = observation.report
-            self.audited.add(audit.key)
+            self.audited[audit.key] = record
             record["status"] = "finding" if report.findings else "ok"
             record["findings"] = [R.finding_of(c) for c in R.headline(report.findings)]
             record["skipped"] = dict(report.skipped)

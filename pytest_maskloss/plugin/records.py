@@ -100,6 +100,7 @@ def totals(records) -> dict:
     audited = [r for r in records if r["status"] != "not-audited"]
     return {
         "audited_calls": len(audited),
+        "repeat_calls": sum(r.get("repeats", 0) for r in audited),
         "audited_tests": len({r["test"] for r in audited}),
         "calls_with_findings": sum(1 for r in records if r["findings"]),
         "tests_with_findings": len({r["test"] for r in records if r["findings"]}),
@@ -137,6 +138,11 @@ def summary_lines(records, mode) -> list:
         + (f" ({by_mode})" if by_mode else "")
         + f"; {t['not_audited']} call(s) not audited"
     )
+    if t["repeat_calls"]:
+        lines.append(
+            f"  {t['repeat_calls']} later call(s) of the same model and method in a test were not "
+            "observed: each test's first fit/evaluate/*_on_batch of a model is"
+        )
     for reason, count in sorted(t["not_audited_reasons"].items(), key=lambda kv: -kv[1]):
         first = next(r for r in records if r["status"] == "not-audited" and reason_key(r["reason"]) == reason)
         lines.append(f"  not audited ({count}x): {reason} — e.g. {first['test']} ({first['model']}.{first['path']})")
