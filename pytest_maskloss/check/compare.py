@@ -28,6 +28,7 @@ class Judge:
         self.has_mask_source = False
         self.output_has_mask = False
         self.mask_dropper = None
+        self.negative_padding_labels = set()  # negative sparse labels seen at padding positions
 
     # -- modes --------------------------------------------------------------------------
 
@@ -36,7 +37,7 @@ class Judge:
             return "loss-ignores-mask", ""
         if self.has_mask_source:
             return "mask-lost", (
-                f"layer {self.mask_dropper!r} drops the mask" if self.mask_dropper
+                str(self.mask_dropper) if self.mask_dropper
                 else "the mask does not reach the output"
             )
         return "mask-lost", "no mask reaches the loss: the model has no mask source and no zero sample_weight"
@@ -53,6 +54,11 @@ class Judge:
     def _detail(self, mode):
         if mode in ("mask-lost", "loss-ignores-mask"):
             return self._unmasked_mode()[1]
+        if mode == "padding-in-denominator" and self.negative_padding_labels:
+            labels = sorted(self.negative_padding_labels)
+            return (f"the padding labels {labels} lie outside the vocabulary: Keras scores them 0 "
+                    f"and still counts them in the divisor; compile the loss with "
+                    f"ignore_class={labels[0]}")
         return ""
 
     def _note(self, text):
@@ -79,6 +85,7 @@ class Judge:
                 total.real, total.positions, detail="the batch holds no real token"))
             return
         cands = [
+            Candidate("sample-weights-not-normalised", total.weights_not_normalised() + reg),
             Candidate("padding-in-denominator", total.pad_denominator() + reg),
             Candidate("unmasked", total.unmasked_mean() + reg),
         ]
@@ -115,6 +122,7 @@ class Judge:
         if granularity == "token":
             cands.append(Candidate("epoch-weighted-by-sequences", by_seq["reference"]))
             cands.append(Candidate("epoch-mean-of-batches", epoch.mean_of_batch_means() + reg))
+        cands.append(Candidate("sample-weights-not-normalised", by_seq["sample-weights-not-normalised"]))
         cands.append(Candidate("padding-in-denominator", by_seq["padding-in-denominator"]))
         cands.append(Candidate("unmasked", by_seq["unmasked"]))
         if self.replicas > 1:

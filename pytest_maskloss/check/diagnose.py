@@ -15,6 +15,7 @@ FORMULAS = {
     "reference": "Σ l·w·m / Σ w·m  (mean over real tokens)",
     "padding-in-denominator": "Σ l·w·m / (B·T)  (padding in the denominator)",
     "unmasked": "Σ l·w / (B·T)  (padding scored as real tokens)",
+    "sample-weights-not-normalised": "Σ l·w·m / Σ m  (sample weights scale, do not normalise)",
     "replicas-weighted-equally": "mean over replicas of each replica's masked mean",
     "epoch-weighted-by-sequences": "Σ_b B_b·μ_b / Σ_b B_b  (batch means weighted by sequences)",
     "epoch-mean-of-batches": "mean of batch means  (Keras 3.0–3.1)",
@@ -41,6 +42,13 @@ FIXES = {
         "subclass must implement call(y_true, y_pred) returning per-token values, not override "
         "__call__, and must not average over the time axis itself; or wrap it: "
         "pytest_maskloss.keras.MaskedLoss(<per-token loss>)."
+    ),
+    "sample-weights-not-normalised": (
+        "Keras masks the batch (a Keras mask or ignore_class) and divides by the number of real "
+        "tokens, so sample weights other than 0/1 scale the figure instead of weighting the mean "
+        "(Keras >= 2.11, Keras 3; tf.keras 2.10 does the same for ignore_class). Compile the loss "
+        "with reduction=\"mean_with_sample_weight\" (Keras >= 3.7) or use "
+        "pytest_maskloss.keras.MaskedLoss."
     ),
     "epoch-weighted-by-sequences": (
         "Each batch is right, but Keras averages batch means weighted by the number of "

@@ -220,7 +220,7 @@ class Observation:
             return
         if judge.mask_dropper:
             for c in lost:
-                c.detail = f"layer {judge.mask_dropper!r} drops the mask"
+                c.detail = str(judge.mask_dropper)  # names the layer and how it loses the mask
 
 
 def logs_of(result) -> dict:

@@ -15,7 +15,7 @@ import numpy as np
 
 from pytest_maskloss.check.data import Batch, leading_dim
 from pytest_maskloss.check.outputs import as_list
-from pytest_maskloss.check.reference import valid_token_mask
+from pytest_maskloss.check.reference import negative_labels, valid_token_mask
 from pytest_maskloss.check.sums import BatchSums, EpochSums, Total, replica_means
 from pytest_maskloss.errors import MaskLossInputError
 
@@ -125,7 +125,7 @@ class Recorder:
             self.step_totals.append((total, added))
         elif len(records) == 1:  # a replica's own figure is scaled by version-specific rules
             reported = _scalar(first["loss"])
-            period.reported.append((batch.size, reported))
+            period.reported.append((_size(batch), reported))
             self.judge.batch(self.path, {"loss": reported}, total, self._scope(period), added)
         preds = _stack_predictions(records)
         if self.metrics.names and preds is not None:
@@ -154,6 +154,7 @@ class Recorder:
             ignore = valid_token_mask(out.spec, y_out) if out.spec is not None and out.fn is None else None
             if ignore is not None:
                 m = m & ignore.reshape(m.shape)
+            self._negative_labels(out, y_out, preds[out.index], m)
             w = self.padding.user_weights(batch, losses.shape)
             _refuse_non_finite(out, losses, m, preds[out.index])
             finite = np.where(np.isfinite(losses), losses, 0.0)
@@ -167,6 +168,26 @@ class Recorder:
             s.replica_means = replica_means(finite * w * m, w * m, 1)
             sums[out.name] = s
         return sums
+
+    def _negative_labels(self, out, y_out, p_out, m):
+        """Negative sparse labels (``-100``/``-1`` padding without ``ignore_class``): refused at
+        real tokens, remembered for the diagnosis at padding (Keras on JAX/PyTorch scores them 0
+        and counts them in the divisor)."""
+        if out.spec is None or out.fn is not None or p_out is None:
+            return
+        negative = negative_labels(out.spec, y_out, np.ndim(p_out))
+        if negative is None:
+            return
+        negative = negative.reshape(m.shape)
+        values = np.asarray(y_out).reshape(m.shape)[negative]
+        if np.any(negative & m):
+            raise MaskLossInputError(
+                f"output {out.name!r}: {int(np.sum(negative & m))} real token(s) have a negative "
+                f"label ({sorted({int(v) for v in values})}): if that label is your padding, pass "
+                "pad_id=<it> (pad_in='labels') to the check; compile the loss with "
+                "ignore_class=<it> to have Keras leave it out"
+            )
+        self.judge.negative_padding_labels.update(int(v) for v in np.unique(values))
 
     def _per_token(self, out, y_out, p_out, in_step):
         if out.fn is not None:  # per_token_loss_fn: the caller's numpy reference
@@ -194,6 +215,11 @@ def _refuse_non_finite(out, losses, m, p_out):
         f"{int(np.sum(bad))} real token(s): NaN/inf in the model's output (or labels out of "
         "range) — the check cannot judge the reduction"
     )
+
+
+def _size(batch) -> int:
+    """Sequences in the batch; the inputs are not sent when the padding is in the labels."""
+    return batch.size if batch.x is not None else leading_dim(batch.y)
 
 
 def _merge(parts) -> BatchSums:

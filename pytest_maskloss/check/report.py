@@ -145,6 +145,7 @@ MODE_TITLES = {
     "padding-in-denominator": "padding is counted in the denominator",
     "mask-lost": "the mask is lost inside the model",
     "loss-ignores-mask": "the loss ignores the mask",
+    "sample-weights-not-normalised": "sample weights scale the masked mean instead of weighting it",
     "epoch-weighted-by-sequences": "the epoch figure weights batches by sequences, not tokens",
     "replicas-weighted-equally": "replicas are weighted equally, not by their tokens",
     "empty-batch": "an all-padding batch poisons the figure",

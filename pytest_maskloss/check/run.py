@@ -47,13 +47,7 @@ class CheckRun:
             except MaskLossInputError:
                 raise
             except Exception as exc:
-                # TensorFlow puts the traced code first and the message last
-                lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
-                last = lines[-1] if lines else ""
-                raise MaskLossInputError(
-                    f"the model's own {path}() failed on this data ({type(exc).__name__}: {last[:300]}); "
-                    "check the labels, sample weights and batch structure given to the check"
-                ) from None
+                raise MaskLossInputError(failure_sentence(path, exc)) from None
         timings = self.report.timings
         timings[path] = timings.get(path, 0.0) + time.perf_counter() - start
         timings["reference"] = timings.get("reference", 0.0) + recorder.seconds
@@ -71,3 +65,22 @@ class CheckRun:
         if steps is not None:
             kwargs["steps_per_epoch"] = steps
         return model.fit(**kwargs, shuffle=False, epochs=1, verbose=0)
+
+
+def failure_sentence(path, exc) -> str:
+    """What to tell the user when the model's own call failed on the data given to the check."""
+    # TensorFlow puts the traced code first, then the message, then the op names in [[...]]
+    lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
+    message = [l for l in lines if not l.startswith(("[[", "File "))]
+    last = (message or lines or [""])[-1]
+    if "label value of" in last and "outside the valid range" in last:
+        return (
+            f"the model's own {path}() failed on this data: {last.split('Label values')[0].strip()} "
+            "TensorFlow rejects sparse labels outside the vocabulary, such as -100 or -1 padding "
+            "(Keras on JAX and PyTorch scores them 0 instead, and counts them in the divisor). "
+            "Compile the loss with ignore_class=<that label> and pass pad_id=<that label> to the check"
+        )
+    return (
+        f"the model's own {path}() failed on this data ({type(exc).__name__}: {last[:300]}); "
+        "check the labels, sample weights and batch structure given to the check"
+    )

@@ -11,7 +11,7 @@ import numpy as np
 # The epoch formulas aggregated the way Keras aggregates batches (weighted by sequences).
 EPOCH_KEYS = (
     "reference", "padding-in-denominator", "unmasked", "replicas-weighted-equally", "empty-batch-nan",
-    "empty-batch-zero",
+    "empty-batch-zero", "sample-weights-not-normalised",
 )
 
 
@@ -32,6 +32,10 @@ class BatchSums:
 
     def pad_denominator(self):
         return self.masked / self.positions
+
+    def weights_not_normalised(self):
+        """Σ l·w·m / Σ m: Keras' masked mean with sample weights that scale, not normalise."""
+        return self.masked / self.real if self.real else float("nan")
 
     def unmasked_mean(self):
         return self.unmasked / self.positions
@@ -76,6 +80,7 @@ class EpochSums:
         self.by_seq["empty-batch-zero"] += s.size * ref
         self.by_seq["padding-in-denominator"] += s.size * s.pad_denominator()
         self.by_seq["unmasked"] += s.size * s.unmasked_mean()
+        self.by_seq["sample-weights-not-normalised"] += s.size * (0.0 if empty else s.weights_not_normalised())
         self.by_seq["replicas-weighted-equally"] += s.size * (0.0 if empty else s.replica_mean())
         self.by_seq["empty-batch-nan"] += s.size * (float("nan") if empty else ref)
         self.sum_of_batch_means += ref

@@ -150,3 +150,11 @@ def binary_crossentropy_adds_epsilon(stack: str) -> bool:
     """Binary cross-entropy from probabilities takes ``log(p + eps)`` (Keras 2) rather than
     ``log(p)`` after clipping (Keras 3)."""
     return parse_stack(stack)[0] in KERAS2_FLAVOURS
+
+
+def negative_sparse_labels_score_zero(stack: str) -> bool:
+    """Sparse cross-entropy with a negative label (``-100``, ``-1``) and no ``ignore_class``:
+    Keras 3 on JAX and PyTorch one-hot encodes it to zeros and scores it 0, still counting it in
+    the divisor (measured on 3.15.1); the TensorFlow stacks raise ``InvalidArgumentError``."""
+    flavour, backend = parse_stack(stack)
+    return flavour == KERAS3 and backend in (JAX, TORCH)
