@@ -67,7 +67,9 @@ class Judge:
 
     # -- losses -------------------------------------------------------------------------
 
-    def batch(self, path, logs, total: BatchSums, scope, reg):
+    def batch(self, path, logs, total: BatchSums, scope, reg, *, own=None, running=None):
+        """``own``: the step's own loss; ``running``: Keras' running mean of the steps' own
+        losses since its tracker's last reset (``*_on_batch`` on Keras 3.0–3.14)."""
         reported = logs.get("loss")
         if reported is None:
             return
@@ -91,7 +93,16 @@ class Judge:
         ]
         if self.replicas > 1:
             cands.append(Candidate("replicas-weighted-equally", total.replica_mean() + reg))
+        if running is not None and own is not None and not math.isclose(running, own, rel_tol=self.rtol):
+            cands.append(Candidate("on-batch-running-mean", running))
         self._add(path, "loss", scope, reported, total.ref() + reg, cands, total.real, total.positions)
+        found = self.report.comparisons[-1]
+        if found.mode == "on-batch-running-mean":
+            found.detail = (f"the call returned the mean of its own loss and the earlier calls' since "
+                            f"Keras last reset its metrics; this batch's own loss is {own:.7g}")
+            # the batch's own figure may be wrong as well: judged on its own
+            self._add(path, "loss", f"{scope} (its own loss)", own, total.ref() + reg, cands[:-1],
+                      total.real, total.positions)
 
     def loss_granularity(self, logs):
         """At token granularity a token-level epoch figure must be reported. Keras' epoch loss

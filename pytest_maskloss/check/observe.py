@@ -16,7 +16,7 @@ import numpy as np
 from pytest_maskloss.check.data import Batch, leading_dim
 from pytest_maskloss.check.outputs import as_list
 from pytest_maskloss.check.reference import negative_labels, valid_token_mask
-from pytest_maskloss.check.sums import BatchSums, EpochSums, Total, replica_means
+from pytest_maskloss.check.sums import BatchSums, EpochSums, RunningLoss, Total, replica_means
 from pytest_maskloss.errors import MaskLossInputError
 
 
@@ -50,15 +50,22 @@ class Recorder:
         self.first_batch = None  # a batch seen by the first step (for the mask-dropper probe)
         self.seconds = 0.0  # spent on the host computing the reference
         self.judge_steps = True  # judge each step's own loss as it arrives
-        self.step_totals = []  # *_on_batch: each step's (Total, added losses), in order
+        self.step_totals = []  # *_on_batch: each step's (Total, added losses, own loss, running mean)
+        self.running = None  # RunningLoss where *_on_batch may return Keras' running mean
         self._pending = []  # replica records of the step being gathered
 
     @property
     def period(self) -> Period:
         return self.periods[-1]
 
+    def follow_tracker(self, state):
+        """Follow Keras' loss tracker from ``state`` ((Σ B·loss, Σ B), or None for empty)."""
+        self.running = RunningLoss(*(state or (0.0, 0.0)))
+
     def new_period(self):
         self._gather(force=True)
+        if self.running is not None:  # Keras reset its metrics, the loss tracker with them
+            self.running.reset()
         if self.period.steps:
             self.periods.append(Period())
 
@@ -122,7 +129,9 @@ class Recorder:
             self.judge.output_has_mask = first.get("mask") is not None
         total = Total([(out.weight, per_output[out.name]) for out in self.outputs])
         if not self.judge_steps:
-            self.step_totals.append((total, added))
+            own = _scalar(first["loss"]) if len(records) == 1 else None
+            running = self.running.add(_size(batch), own) if self.running is not None and own is not None else None
+            self.step_totals.append((total, added, own, running))
         elif len(records) == 1:  # a replica's own figure is scaled by version-specific rules
             reported = _scalar(first["loss"])
             period.reported.append((_size(batch), reported))

@@ -148,6 +148,7 @@ MODE_TITLES = {
     "sample-weights-not-normalised": "sample weights scale the masked mean instead of weighting it",
     "epoch-weighted-by-sequences": "the epoch figure weights batches by sequences, not tokens",
     "replicas-weighted-equally": "replicas are weighted equally, not by their tokens",
+    "on-batch-running-mean": "the call returns a running mean over earlier calls, not the batch's loss",
     "empty-batch": "an all-padding batch poisons the figure",
     "metric-counts-padding": "a metric counts padding",
     "unexplained": "no known formula explains the reported value",

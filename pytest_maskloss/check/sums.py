@@ -109,6 +109,24 @@ class EpochSums:
         return self.by_seq[key] / sequences if sequences else float("nan")
 
 
+@dataclass
+class RunningLoss:
+    """Keras 3's loss tracker as the check follows it through ``*_on_batch`` calls: Σ B·loss and
+    Σ B of the steps' own losses since its last reset (seeded with the tracker's state)."""
+
+    total: float = 0.0
+    count: float = 0.0
+
+    def reset(self):
+        self.total = self.count = 0.0
+
+    def add(self, size: int, loss: float) -> float:
+        """Take one step's own loss; the running mean Keras then reports."""
+        self.total += size * loss
+        self.count += size
+        return self.total / self.count if self.count else float("nan")
+
+
 class Total:
     """Keras' total loss is Σ_k weight_k · (output k's reduced loss): every formula of the
     total is the same weighted sum of that formula over the outputs (batch or epoch sums)."""

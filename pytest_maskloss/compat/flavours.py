@@ -158,3 +158,49 @@ def negative_sparse_labels_score_zero(stack: str) -> bool:
     the divisor (measured on 3.15.1); the TensorFlow stacks raise ``InvalidArgumentError``."""
     flavour, backend = parse_stack(stack)
     return flavour == KERAS3 and backend in (JAX, TORCH)
+
+
+def backend_keeps_masks(flavour: str | None, version: tuple[int, ...] | None, backend: str) -> bool | None:
+    """Do Keras masks survive on this backend's arrays? Keras 3.0–3.5 on JAX sets the mask as
+    a ``_keras_mask`` attribute, which JAX arrays reject, so no mask reaches the loss (measured
+    on 3.5.0: the unmasked mean is reported); 3.6.0 keeps such masks in a table of its own."""
+    if flavour != KERAS3 or backend != JAX:
+        return True if flavour in FLAVOURS else None
+    if not version or len(version) < 2:
+        return None
+    return version[:2] >= (3, 6)
+
+
+def on_batch_returns_running_mean(flavour: str | None, version: tuple[int, ...] | None) -> bool | None:
+    """Do ``train_on_batch``/``test_on_batch`` return the loss tracker's running mean over every
+    call since the last reset (an ``evaluate`` or a ``fit`` epoch) instead of the batch's own
+    loss? Keras 3.0–3.14 (measured on 3.5.0); 3.15.0 resets the metrics in each call, and Keras 2
+    resets them by default (``reset_metrics=True``)."""
+    if flavour in KERAS2_FLAVOURS:
+        return False
+    if flavour == KERAS3 and version and len(version) >= 2:
+        return version[:2] < (3, 15)
+    return None
+
+
+def attention_clears_input_masks(flavour: str | None, version: tuple[int, ...] | None) -> bool | None:
+    """Does ``MultiHeadAttention`` clear the masks of the tensors it is given (so a residual
+    ``Add`` on them sees none)? Keras 3.8.0 and later (measured on 3.15.1); Keras 3.6 and the
+    Keras 2 flavours keep them."""
+    if flavour in KERAS2_FLAVOURS:
+        return False
+    if flavour == KERAS3 and version and len(version) >= 2:
+        return version[:2] >= (3, 8)
+    return None
+
+
+def merge_needs_every_mask(flavour: str | None) -> bool | None:
+    """Does a merge layer (``Add``, ``Concatenate``, ...) lose the mask when one of its inputs
+    carries none? Keras 3 (>= 3.4 combines masks only when every input has one; 3.0–3.3 did not
+    propagate masks through merges at all, read); the Keras 2 flavours treat a missing mask as
+    all-true and keep the others."""
+    if flavour == KERAS3:
+        return True
+    if flavour in KERAS2_FLAVOURS:
+        return False
+    return None

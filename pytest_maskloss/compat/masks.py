@@ -7,6 +7,7 @@ import inspect
 import sys
 from dataclasses import dataclass
 
+from pytest_maskloss.compat import flavours as F
 from pytest_maskloss.compat.model import all_layers, is_keras_class
 
 _MASK_ATTRIBUTE = "_keras_mask"
@@ -66,6 +67,7 @@ def _defines_compute_mask(layer) -> bool:
 DROPS = "drops"  # a masked input, an unmasked output
 CLEARS_INPUTS = "clears-inputs"  # removes the mask from the tensors it is given (shared inputs)
 MERGE_UNMASKED_INPUT = "merge-unmasked-input"  # a merge with one input that carries no mask
+BACKEND = "backend"  # the backend's arrays keep no mask at all (Keras 3.0–3.5 on JAX)
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,10 @@ class MaskDropper:
     unmasked_input: str | None = None  # for a merge: the layer whose output carries no mask
 
     def __str__(self) -> str:
+        if self.how == BACKEND:
+            return (f"{self.layer} keeps no Keras mask on JAX arrays (they take no _keras_mask "
+                    "attribute), so no mask reaches the loss whatever the layers do; fixed in "
+                    "Keras 3.6.0")
         if self.how == CLEARS_INPUTS:
             return (f"layer {self.layer!r} ({self.cls}) clears the masks of its inputs: the "
                     "layers that share those inputs (a residual Add, ...) see no mask")
@@ -91,6 +97,8 @@ class MaskDropper:
 def first_mask_dropper(info, model, x):
     """The first layer after which the mask is gone (a MaskDropper), found by running the
     model on ``x``; None when no layer drops it or it cannot be told."""
+    if F.backend_keeps_masks(info.flavour, info.version_tuple, info.backend) is False:
+        return MaskDropper(f"Keras {info.version}", "", BACKEND)
     if type(model).__name__ != "Sequential":
         return _functional_mask_dropper(info, model, x)
     value, mask = x, None
