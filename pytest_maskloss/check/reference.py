@@ -234,8 +234,8 @@ def _clipped_row_sum(y_pred: np.ndarray, low: float, high: float) -> np.ndarray:
 def negative_labels(spec: LossSpec, y_true: Any, prediction_ndim: int) -> np.ndarray | None:
     """Where a sparse cross-entropy's labels are negative (``-100``, ``-1`` padding) and not its
     ``ignore_class``, with the per-token loss's shape; None for other losses or when there are
-    none. Keras 3 on JAX and PyTorch scores such labels 0 and still counts them in the divisor
-    (``compat.flavours.negative_sparse_labels_score_zero``); TensorFlow rejects them."""
+    none. Keras 3 on JAX (and on PyTorch for ``-100``) scores such labels 0 and still counts them
+    in the divisor (``compat.flavours.sparse_labels_scored_zero``); TensorFlow rejects them."""
     if spec.name not in ("sparse_categorical_crossentropy", "crossentropy"):
         return None
     labels = np.asarray(y_true)
@@ -257,8 +257,9 @@ def _picked_prediction(spec: LossSpec, y_true: Any, y_pred: np.ndarray, flavour:
     valid = None
     if spec.ignore_class is not None:
         valid = labels != spec.ignore_class
-    if F.negative_sparse_labels_score_zero(flavour) and np.any(labels < 0):
-        valid = (labels >= 0) if valid is None else valid & (labels >= 0)
+    zero = F.sparse_labels_scored_zero(flavour, labels)
+    if zero is not None and np.any(zero):
+        valid = ~zero if valid is None else valid & ~zero
     if valid is not None:
         labels = np.where(valid, labels, 0)
     _check_label_range(spec, labels, y_pred.shape[-1])
@@ -463,8 +464,8 @@ def per_token_loss(
     Shapes follow Keras: losses that reduce the last axis return ``y_pred.shape[:-1]``.
     Sparse labels may be ``(B, T)`` or ``(B, T, 1)`` and must lie in ``[0, V)``; with
     ``spec.ignore_class`` the ignored positions get 0 (as in Keras; see
-    :func:`valid_token_mask`), and so do negative labels on Keras 3 with JAX or PyTorch, which
-    score them 0 (see :func:`negative_labels`). Element-wise losses first align ranks the way Keras' Loss
+    :func:`valid_token_mask`), and so do the negative labels Keras 3 on JAX or PyTorch scores 0
+    (see :func:`negative_labels`). Element-wise losses first align ranks the way Keras' Loss
     wrapper does (see ``_align_ranks``).
 
     Probabilities are clipped to ``[1e-7, 1 - 1e-7]`` with the bounds rounded to the input's

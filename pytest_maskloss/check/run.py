@@ -73,11 +73,14 @@ def failure_sentence(path, exc) -> str:
     lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
     message = [l for l in lines if not l.startswith(("[[", "File "))]
     last = (message or lines or [""])[-1]
-    if "label value of" in last and "outside the valid range" in last:
+    tensorflow = "label value of" in last and "outside the valid range" in last
+    torch = last.startswith("Target ") and "out of bounds" in last
+    if tensorflow or torch:
         return (
             f"the model's own {path}() failed on this data: {last.split('Label values')[0].strip()} "
-            "TensorFlow rejects sparse labels outside the vocabulary, such as -100 or -1 padding "
-            "(Keras on JAX and PyTorch scores them 0 instead, and counts them in the divisor). "
+            f"{'TensorFlow' if tensorflow else 'PyTorch'} rejects sparse labels outside the "
+            "vocabulary, such as -1 padding (Keras on JAX scores negative labels 0 instead, and "
+            "counts them in the divisor; PyTorch does so for -100 only). "
             "Compile the loss with ignore_class=<that label> and pass pad_id=<that label> to the check"
         )
     return (

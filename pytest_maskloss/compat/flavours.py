@@ -152,12 +152,24 @@ def binary_crossentropy_adds_epsilon(stack: str) -> bool:
     return parse_stack(stack)[0] in KERAS2_FLAVOURS
 
 
-def negative_sparse_labels_score_zero(stack: str) -> bool:
-    """Sparse cross-entropy with a negative label (``-100``, ``-1``) and no ``ignore_class``:
-    Keras 3 on JAX and PyTorch one-hot encodes it to zeros and scores it 0, still counting it in
-    the divisor (measured on 3.15.1); the TensorFlow stacks raise ``InvalidArgumentError``."""
+def sparse_labels_scored_zero(stack: str, labels):
+    """Where a sparse cross-entropy without ``ignore_class`` scores a label outside the
+    vocabulary 0 and still counts it in the divisor (``labels``: a numpy array; the result is a
+    boolean array, or None where the stack scores none so). Keras 3 on JAX one-hot encodes a
+    negative label to zeros (``-100``, ``-1``: measured on 3.15.1); on PyTorch it calls
+    ``nll_loss``, which leaves out only its ``ignore_index`` ``-100`` and raises on ``-1``; the
+    TensorFlow stacks raise ``InvalidArgumentError`` on any of them."""
     flavour, backend = parse_stack(stack)
-    return flavour == KERAS3 and backend in (JAX, TORCH)
+    if flavour != KERAS3:
+        return None
+    if backend == JAX:
+        return labels < 0
+    if backend == TORCH:
+        return labels == TORCH_IGNORE_INDEX
+    return None
+
+
+TORCH_IGNORE_INDEX = -100  # torch.nn.functional.nll_loss's default ignore_index
 
 
 def backend_keeps_masks(flavour: str | None, version: tuple[int, ...] | None, backend: str) -> bool | None:
