@@ -152,6 +152,9 @@ def binary_crossentropy_adds_epsilon(stack: str) -> bool:
     return parse_stack(stack)[0] in KERAS2_FLAVOURS
 
 
+TORCH_IGNORE_INDEX = -100  # torch.nn.functional.nll_loss's default ignore_index
+
+
 def sparse_labels_scored_zero(stack: str, labels):
     """Where a sparse cross-entropy without ``ignore_class`` scores a label outside the
     vocabulary 0 and still counts it in the divisor (``labels``: a numpy array; the result is a
@@ -167,9 +170,6 @@ def sparse_labels_scored_zero(stack: str, labels):
     if backend == TORCH:
         return labels == TORCH_IGNORE_INDEX
     return None
-
-
-TORCH_IGNORE_INDEX = -100  # torch.nn.functional.nll_loss's default ignore_index
 
 
 def backend_keeps_masks(flavour: str | None, version: tuple[int, ...] | None, backend: str) -> bool | None:
@@ -192,27 +192,4 @@ def on_batch_returns_running_mean(flavour: str | None, version: tuple[int, ...] 
         return False
     if flavour == KERAS3 and version and len(version) >= 2:
         return version[:2] < (3, 15)
-    return None
-
-
-def attention_clears_input_masks(flavour: str | None, version: tuple[int, ...] | None) -> bool | None:
-    """Does ``MultiHeadAttention`` clear the masks of the tensors it is given (so a residual
-    ``Add`` on them sees none)? Keras 3.8.0 and later (measured on 3.15.1); Keras 3.6 and the
-    Keras 2 flavours keep them."""
-    if flavour in KERAS2_FLAVOURS:
-        return False
-    if flavour == KERAS3 and version and len(version) >= 2:
-        return version[:2] >= (3, 8)
-    return None
-
-
-def merge_needs_every_mask(flavour: str | None) -> bool | None:
-    """Does a merge layer (``Add``, ``Concatenate``, ...) lose the mask when one of its inputs
-    carries none? Keras 3 (>= 3.4 combines masks only when every input has one; 3.0–3.3 did not
-    propagate masks through merges at all, read); the Keras 2 flavours treat a missing mask as
-    all-true and keep the others."""
-    if flavour == KERAS3:
-        return True
-    if flavour in KERAS2_FLAVOURS:
-        return False
     return None
