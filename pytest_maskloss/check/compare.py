@@ -28,6 +28,7 @@ class Judge:
         self.has_mask_source = False
         self.output_has_mask = False
         self.mask_dropper = None
+        self.negative_padding_labels = set()  # negative sparse labels seen at padding positions
 
     # -- modes --------------------------------------------------------------------------
 
@@ -36,7 +37,7 @@ class Judge:
             return "loss-ignores-mask", ""
         if self.has_mask_source:
             return "mask-lost", (
-                f"layer {self.mask_dropper!r} drops the mask" if self.mask_dropper
+                str(self.mask_dropper) if self.mask_dropper
                 else "the mask does not reach the output"
             )
         return "mask-lost", "no mask reaches the loss: the model has no mask source and no zero sample_weight"
@@ -53,6 +54,11 @@ class Judge:
     def _detail(self, mode):
         if mode in ("mask-lost", "loss-ignores-mask"):
             return self._unmasked_mode()[1]
+        if mode == "padding-in-denominator" and self.negative_padding_labels:
+            labels = sorted(self.negative_padding_labels)
+            return (f"the padding labels {labels} lie outside the vocabulary: Keras scores them 0 "
+                    f"and still counts them in the divisor; compile the loss with "
+                    f"ignore_class={labels[0]}")
         return ""
 
     def _note(self, text):
@@ -61,7 +67,9 @@ class Judge:
 
     # -- losses -------------------------------------------------------------------------
 
-    def batch(self, path, logs, total: BatchSums, scope, reg):
+    def batch(self, path, logs, total: BatchSums, scope, reg, *, own=None, running=None):
+        """``own``: the step's own loss; ``running``: Keras' running mean of the steps' own
+        losses since its tracker's last reset (``*_on_batch`` on Keras 3.0–3.14)."""
         reported = logs.get("loss")
         if reported is None:
             return
@@ -79,12 +87,22 @@ class Judge:
                 total.real, total.positions, detail="the batch holds no real token"))
             return
         cands = [
+            Candidate("sample-weights-not-normalised", total.weights_not_normalised() + reg),
             Candidate("padding-in-denominator", total.pad_denominator() + reg),
             Candidate("unmasked", total.unmasked_mean() + reg),
         ]
         if self.replicas > 1:
             cands.append(Candidate("replicas-weighted-equally", total.replica_mean() + reg))
+        if running is not None and own is not None and not math.isclose(running, own, rel_tol=self.rtol):
+            cands.append(Candidate("on-batch-running-mean", running))
         self._add(path, "loss", scope, reported, total.ref() + reg, cands, total.real, total.positions)
+        found = self.report.comparisons[-1]
+        if found.mode == "on-batch-running-mean":
+            found.detail = (f"the call returned the mean of its own loss and the earlier calls' since "
+                            f"Keras last reset its metrics; this batch's own loss is {own:.7g}")
+            # the batch's own figure may be wrong as well: judged on its own
+            self._add(path, "loss", f"{scope} (its own loss)", own, total.ref() + reg, cands[:-1],
+                      total.real, total.positions)
 
     def loss_granularity(self, logs):
         """At token granularity a token-level epoch figure must be reported. Keras' epoch loss
@@ -115,6 +133,7 @@ class Judge:
         if granularity == "token":
             cands.append(Candidate("epoch-weighted-by-sequences", by_seq["reference"]))
             cands.append(Candidate("epoch-mean-of-batches", epoch.mean_of_batch_means() + reg))
+        cands.append(Candidate("sample-weights-not-normalised", by_seq["sample-weights-not-normalised"]))
         cands.append(Candidate("padding-in-denominator", by_seq["padding-in-denominator"]))
         cands.append(Candidate("unmasked", by_seq["unmasked"]))
         if self.replicas > 1:

@@ -15,7 +15,9 @@ FORMULAS = {
     "reference": "Σ l·w·m / Σ w·m  (mean over real tokens)",
     "padding-in-denominator": "Σ l·w·m / (B·T)  (padding in the denominator)",
     "unmasked": "Σ l·w / (B·T)  (padding scored as real tokens)",
+    "sample-weights-not-normalised": "Σ l·w·m / Σ m  (sample weights scale, do not normalise)",
     "replicas-weighted-equally": "mean over replicas of each replica's masked mean",
+    "on-batch-running-mean": "Σ B·loss / Σ B over the calls since the last reset  (running mean)",
     "epoch-weighted-by-sequences": "Σ_b B_b·μ_b / Σ_b B_b  (batch means weighted by sequences)",
     "epoch-mean-of-batches": "mean of batch means  (Keras 3.0–3.1)",
     "empty-batch-nan": "NaN from an all-padding batch",
@@ -42,6 +44,13 @@ FIXES = {
         "__call__, and must not average over the time axis itself; or wrap it: "
         "pytest_maskloss.keras.MaskedLoss(<per-token loss>)."
     ),
+    "sample-weights-not-normalised": (
+        "Keras masks the batch (a Keras mask or ignore_class) and divides by the number of real "
+        "tokens, so sample weights other than 0/1 scale the figure instead of weighting the mean "
+        "(Keras >= 2.11, Keras 3; tf.keras 2.10 does the same for ignore_class). Compile the loss "
+        "with reduction=\"mean_with_sample_weight\" (Keras >= 3.7) or use "
+        "pytest_maskloss.keras.MaskedLoss."
+    ),
     "epoch-weighted-by-sequences": (
         "Each batch is right, but Keras averages batch means weighted by the number of "
         "sequences, not tokens, so exp(history['loss']) is not the token perplexity. Read epoch "
@@ -52,6 +61,12 @@ FIXES = {
         "Under tf.distribute each replica's masked mean counts equally, whatever its number of "
         "real tokens. Normalise by the global number of real tokens of the step "
         "(pytest_maskloss.keras.MaskedLoss does under MirroredStrategy)."
+    ),
+    "on-batch-running-mean": (
+        "On Keras 3.0–3.14 train_on_batch/test_on_batch return the loss tracker's running mean "
+        "over every call since Keras last reset its metrics (an evaluate, a fit epoch, or "
+        "reset_metrics()), not the batch's own loss. Upgrade to Keras >= 3.15, or call "
+        "model.reset_metrics() before each call whose figure you read."
     ),
     "empty-batch": (
         "A batch holds no real token: Keras reports NaN or 0 for it and still counts its "

@@ -16,7 +16,7 @@ from pytest_maskloss.check.outputs import as_list, resolve_outputs
 from pytest_maskloss.check.padding import Padding
 from pytest_maskloss.check.report import Report
 from pytest_maskloss.check.sums import EpochSums, Total
-from pytest_maskloss.compat import masks, model as M
+from pytest_maskloss.compat import flavours as F, masks, model as M
 from pytest_maskloss.compat.pertoken import per_token_evaluator
 from pytest_maskloss.compat.tap import LossTap, TapUnavailable
 from pytest_maskloss.errors import MaskLossInputError
@@ -86,6 +86,8 @@ class Observation:
         tap = self._tap.open(recorder.on_step, recorder.new_period)
         if path in ON_BATCH:
             recorder.judge_steps = False  # the call's returned figure is judged instead
+            if F.on_batch_returns_running_mean(self.info.flavour, self.info.version_tuple) is not False:
+                recorder.follow_tracker(M.loss_tracker_state(self.model))
         if self.want_metrics and not self.metrics.names:
             self.metrics.names = self._metric_names()
         with tap:
@@ -203,9 +205,9 @@ class Observation:
 
     def _judge_on_batch(self, path, results, recorder):
         """``results``: what each observed call returned, in order."""
-        for index, (result, (total, added)) in enumerate(zip(results, recorder.step_totals)):
+        for index, (result, (total, added, own, running)) in enumerate(zip(results, recorder.step_totals)):
             logs = logs_of(result)
-            self.judge.batch(path, logs, total, f"batch {index}", added)
+            self.judge.batch(path, logs, total, f"batch {index}", added, own=own, running=running)
 
     def _name_the_dropper(self, recorder):
         judge = self.judge
@@ -220,7 +222,7 @@ class Observation:
             return
         if judge.mask_dropper:
             for c in lost:
-                c.detail = f"layer {judge.mask_dropper!r} drops the mask"
+                c.detail = str(judge.mask_dropper)  # names the layer and how it loses the mask
 
 
 def logs_of(result) -> dict:

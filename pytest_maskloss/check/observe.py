@@ -15,8 +15,8 @@ import numpy as np
 
 from pytest_maskloss.check.data import Batch, leading_dim
 from pytest_maskloss.check.outputs import as_list
-from pytest_maskloss.check.reference import valid_token_mask
-from pytest_maskloss.check.sums import BatchSums, EpochSums, Total, replica_means
+from pytest_maskloss.check.reference import negative_labels, valid_token_mask
+from pytest_maskloss.check.sums import BatchSums, EpochSums, RunningLoss, Total, replica_means
 from pytest_maskloss.errors import MaskLossInputError
 
 
@@ -50,15 +50,22 @@ class Recorder:
         self.first_batch = None  # a batch seen by the first step (for the mask-dropper probe)
         self.seconds = 0.0  # spent on the host computing the reference
         self.judge_steps = True  # judge each step's own loss as it arrives
-        self.step_totals = []  # *_on_batch: each step's (Total, added losses), in order
+        self.step_totals = []  # *_on_batch: each step's (Total, added losses, own loss, running mean)
+        self.running = None  # RunningLoss where *_on_batch may return Keras' running mean
         self._pending = []  # replica records of the step being gathered
 
     @property
     def period(self) -> Period:
         return self.periods[-1]
 
+    def follow_tracker(self, state):
+        """Follow Keras' loss tracker from ``state`` ((Σ B·loss, Σ B), or None for empty)."""
+        self.running = RunningLoss(*(state or (0.0, 0.0)))
+
     def new_period(self):
         self._gather(force=True)
+        if self.running is not None:  # Keras reset its metrics, the loss tracker with them
+            self.running.reset()
         if self.period.steps:
             self.periods.append(Period())
 
@@ -122,10 +129,12 @@ class Recorder:
             self.judge.output_has_mask = first.get("mask") is not None
         total = Total([(out.weight, per_output[out.name]) for out in self.outputs])
         if not self.judge_steps:
-            self.step_totals.append((total, added))
+            own = _scalar(first["loss"]) if len(records) == 1 else None
+            running = self.running.add(_size(batch), own) if self.running is not None and own is not None else None
+            self.step_totals.append((total, added, own, running))
         elif len(records) == 1:  # a replica's own figure is scaled by version-specific rules
             reported = _scalar(first["loss"])
-            period.reported.append((batch.size, reported))
+            period.reported.append((_size(batch), reported))
             self.judge.batch(self.path, {"loss": reported}, total, self._scope(period), added)
         preds = _stack_predictions(records)
         if self.metrics.names and preds is not None:
@@ -154,6 +163,7 @@ class Recorder:
             ignore = valid_token_mask(out.spec, y_out) if out.spec is not None and out.fn is None else None
             if ignore is not None:
                 m = m & ignore.reshape(m.shape)
+            self._negative_labels(out, y_out, preds[out.index], m)
             w = self.padding.user_weights(batch, losses.shape)
             _refuse_non_finite(out, losses, m, preds[out.index])
             finite = np.where(np.isfinite(losses), losses, 0.0)
@@ -167,6 +177,26 @@ class Recorder:
             s.replica_means = replica_means(finite * w * m, w * m, 1)
             sums[out.name] = s
         return sums
+
+    def _negative_labels(self, out, y_out, p_out, m):
+        """Negative sparse labels (``-100``/``-1`` padding without ``ignore_class``): refused at
+        real tokens, remembered for the diagnosis at padding (Keras on JAX/PyTorch scores them 0
+        and counts them in the divisor)."""
+        if out.spec is None or out.fn is not None or p_out is None:
+            return
+        negative = negative_labels(out.spec, y_out, np.ndim(p_out))
+        if negative is None:
+            return
+        negative = negative.reshape(m.shape)
+        values = np.asarray(y_out).reshape(m.shape)[negative]
+        if np.any(negative & m):
+            raise MaskLossInputError(
+                f"output {out.name!r}: {int(np.sum(negative & m))} real token(s) have a negative "
+                f"label ({sorted({int(v) for v in values})}): if that label is your padding, pass "
+                "pad_id=<it> (pad_in='labels') to the check; compile the loss with "
+                "ignore_class=<it> to have Keras leave it out"
+            )
+        self.judge.negative_padding_labels.update(int(v) for v in np.unique(values))
 
     def _per_token(self, out, y_out, p_out, in_step):
         if out.fn is not None:  # per_token_loss_fn: the caller's numpy reference
@@ -194,6 +224,11 @@ def _refuse_non_finite(out, losses, m, p_out):
         f"{int(np.sum(bad))} real token(s): NaN/inf in the model's output (or labels out of "
         "range) — the check cannot judge the reduction"
     )
+
+
+def _size(batch) -> int:
+    """Sequences in the batch; the inputs are not sent when the padding is in the labels."""
+    return batch.size if batch.x is not None else leading_dim(batch.y)
 
 
 def _merge(parts) -> BatchSums:

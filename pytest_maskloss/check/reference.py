@@ -46,6 +46,7 @@ __all__ = [
     "activation_unwrapped_by_keras",
     "LossSpec",
     "detect_flavour",
+    "negative_labels",
     "per_token_loss",
     "resolve_loss_spec",
     "supported_losses",
@@ -230,13 +231,36 @@ def _clipped_row_sum(y_pred: np.ndarray, low: float, high: float) -> np.ndarray:
     return total
 
 
-def _picked_prediction(spec: LossSpec, y_true: Any, y_pred: np.ndarray):
-    """The prediction at each sparse label, and where ``ignore_class`` leaves a position
-    scored (None without ``ignore_class``)."""
+def negative_labels(spec: LossSpec, y_true: Any, prediction_ndim: int) -> np.ndarray | None:
+    """Where a sparse cross-entropy's labels are negative (``-100``, ``-1`` padding) and not its
+    ``ignore_class``, with the per-token loss's shape; None for other losses or when there are
+    none. Keras 3 on JAX (and on PyTorch for ``-100``) scores such labels 0 and still counts them
+    in the divisor (``compat.flavours.sparse_labels_scored_zero``); TensorFlow rejects them."""
+    if spec.name not in ("sparse_categorical_crossentropy", "crossentropy"):
+        return None
+    labels = np.asarray(y_true)
+    if labels.ndim == prediction_ndim and labels.shape[-1:] == (1,):
+        labels = labels[..., 0]
+    if labels.ndim != prediction_ndim - 1 or not np.issubdtype(labels.dtype, np.number):
+        return None
+    negative = labels < 0
+    if spec.ignore_class is not None:
+        negative &= labels != spec.ignore_class
+    return negative if np.any(negative) else None
+
+
+def _picked_prediction(spec: LossSpec, y_true: Any, y_pred: np.ndarray, flavour: str):
+    """The prediction at each sparse label, and where the position is scored (None when all
+    are): ``ignore_class`` positions are not, nor negative labels on the stacks that score
+    them 0."""
     labels = _sparse_labels(spec, y_true, y_pred)
     valid = None
     if spec.ignore_class is not None:
         valid = labels != spec.ignore_class
+    zero = F.sparse_labels_scored_zero(flavour, labels)
+    if zero is not None and np.any(zero):
+        valid = ~zero if valid is None else valid & ~zero
+    if valid is not None:
         labels = np.where(valid, labels, 0)
     _check_label_range(spec, labels, y_pred.shape[-1])
     return np.take_along_axis(y_pred, labels[..., None], axis=-1)[..., 0], valid
@@ -247,7 +271,7 @@ def _sparse_categorical_crossentropy(
 ) -> np.ndarray:
     if spec.axis not in (-1, y_pred.ndim - 1):
         raise ValueError(f"sparse categorical cross-entropy needs axis=-1, got {spec.axis}")
-    picked, valid = _picked_prediction(spec, y_true, y_pred)
+    picked, valid = _picked_prediction(spec, y_true, y_pred, flavour)
     if spec.from_logits:
         loss = _logsumexp(y_pred) - picked.astype(np.float64)
     else:
@@ -362,7 +386,7 @@ def _auto_crossentropy_name(y_true: Any, y_pred: np.ndarray) -> str:
 
 
 def _exact_from_activation(
-    spec: LossSpec, y_true: Any, y_pred: np.ndarray, activation: str
+    spec: LossSpec, y_true: Any, y_pred: np.ndarray, activation: str, flavour: str
 ) -> np.ndarray:
     """The cross-entropy Keras computes from the logits under ``y_pred``'s activation.
 
@@ -383,7 +407,7 @@ def _exact_from_activation(
         if spec.name == "sparse_categorical_crossentropy":
             # only the picked probability and the row sum are needed: no float64 copy of the
             # (batch, time, vocabulary) array, which dominates the cost at large vocabularies
-            picked, valid = _picked_prediction(spec, y_true, y_pred)
+            picked, valid = _picked_prediction(spec, y_true, y_pred, flavour)
             loss = np.log(_row_sum(y_pred)) - np.log(picked.astype(np.float64))
             return loss if valid is None else np.where(valid, loss, 0.0)
     p = y_pred.astype(np.float64)
@@ -440,7 +464,8 @@ def per_token_loss(
     Shapes follow Keras: losses that reduce the last axis return ``y_pred.shape[:-1]``.
     Sparse labels may be ``(B, T)`` or ``(B, T, 1)`` and must lie in ``[0, V)``; with
     ``spec.ignore_class`` the ignored positions get 0 (as in Keras; see
-    :func:`valid_token_mask`). Element-wise losses first align ranks the way Keras' Loss
+    :func:`valid_token_mask`), and so do the negative labels Keras 3 on JAX or PyTorch scores 0
+    (see :func:`negative_labels`). Element-wise losses first align ranks the way Keras' Loss
     wrapper does (see ``_align_ranks``).
 
     Probabilities are clipped to ``[1e-7, 1 - 1e-7]`` with the bounds rounded to the input's
@@ -462,7 +487,7 @@ def per_token_loss(
     if unwrapped_activation is not None and name in _CROSSENTROPIES:
         if unwrapped_activation not in ("softmax", "sigmoid"):
             raise ValueError(f"unknown activation {unwrapped_activation!r}")
-        return _exact_from_activation(spec, y_true, y_pred, unwrapped_activation)
+        return _exact_from_activation(spec, y_true, y_pred, unwrapped_activation, flavour)
     compute = _DISPATCH.get(name)
     if compute is None:
         raise ValueError(f"no reference for loss {spec.name!r}; supported: {supported_losses()}")

@@ -4,6 +4,7 @@ the caller's model left as it was found."""
 
 from __future__ import annotations
 
+import re
 import time
 
 from pytest_maskloss.check.data import DataSource, batch_tuple
@@ -47,11 +48,7 @@ class CheckRun:
             except MaskLossInputError:
                 raise
             except Exception as exc:
-                last = _last_message_line(exc)
-                raise MaskLossInputError(
-                    f"the model's own {path}() failed on this data ({type(exc).__name__}: {last[:300]}); "
-                    "check the labels, sample weights and batch structure given to the check"
-                ) from None
+                raise MaskLossInputError(failure_sentence(path, exc)) from None
         timings = self.report.timings
         timings[path] = timings.get(path, 0.0) + time.perf_counter() - start
         timings["reference"] = timings.get("reference", 0.0) + recorder.seconds
@@ -71,12 +68,25 @@ class CheckRun:
         return model.fit(**kwargs, shuffle=False, epochs=1, verbose=0)
 
 
-def _last_message_line(exc) -> str:
-    """The line that says what went wrong: TensorFlow puts the traced code first and the
-    message last; Keras' "Exception encountered when calling" ends with the arguments."""
-    import re
-
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+def failure_sentence(path, exc) -> str:
+    """What to tell the user when the model's own call failed on the data given to the check."""
+    # TensorFlow puts the traced code first, then the message, then the op names in [[...]];
+    # Keras' "Exception encountered when calling" ends with the arguments it received
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # Keras colours the message
     lines = [l.strip() for l in text.splitlines() if l.strip()]
-    lines = [l for l in lines if not l.startswith(("•", "Arguments received by"))]
-    return lines[-1] if lines else ""
+    message = [l for l in lines if not l.startswith(("[[", "File ", "•", "Arguments received by"))]
+    last = (message or lines or [""])[-1]
+    tensorflow = "label value of" in last and "outside the valid range" in last
+    torch = last.startswith("Target ") and "out of bounds" in last
+    if tensorflow or torch:
+        return (
+            f"the model's own {path}() failed on this data: {last.split('Label values')[0].strip()} "
+            f"{'TensorFlow' if tensorflow else 'PyTorch'} rejects sparse labels outside the "
+            "vocabulary, such as -1 padding (Keras on JAX scores negative labels 0 instead, and "
+            "counts them in the divisor; PyTorch does so for -100 only). "
+            "Compile the loss with ignore_class=<that label> and pass pad_id=<that label> to the check"
+        )
+    return (
+        f"the model's own {path}() failed on this data ({type(exc).__name__}: {last[:300]}); "
+        "check the labels, sample weights and batch structure given to the check"
+    )

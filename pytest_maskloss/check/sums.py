@@ -11,7 +11,7 @@ import numpy as np
 # The epoch formulas aggregated the way Keras aggregates batches (weighted by sequences).
 EPOCH_KEYS = (
     "reference", "padding-in-denominator", "unmasked", "replicas-weighted-equally", "empty-batch-nan",
-    "empty-batch-zero",
+    "empty-batch-zero", "sample-weights-not-normalised",
 )
 
 
@@ -32,6 +32,10 @@ class BatchSums:
 
     def pad_denominator(self):
         return self.masked / self.positions
+
+    def weights_not_normalised(self):
+        """Σ l·w·m / Σ m: Keras' masked mean with sample weights that scale, not normalise."""
+        return self.masked / self.real if self.real else float("nan")
 
     def unmasked_mean(self):
         return self.unmasked / self.positions
@@ -76,6 +80,7 @@ class EpochSums:
         self.by_seq["empty-batch-zero"] += s.size * ref
         self.by_seq["padding-in-denominator"] += s.size * s.pad_denominator()
         self.by_seq["unmasked"] += s.size * s.unmasked_mean()
+        self.by_seq["sample-weights-not-normalised"] += s.size * (0.0 if empty else s.weights_not_normalised())
         self.by_seq["replicas-weighted-equally"] += s.size * (0.0 if empty else s.replica_mean())
         self.by_seq["empty-batch-nan"] += s.size * (float("nan") if empty else ref)
         self.sum_of_batch_means += ref
@@ -102,6 +107,24 @@ class EpochSums:
     def seq_weighted(self, key):
         sequences = self.nonempty_sequences if key == "reference" else self.sequences
         return self.by_seq[key] / sequences if sequences else float("nan")
+
+
+@dataclass
+class RunningLoss:
+    """Keras 3's loss tracker as the check follows it through ``*_on_batch`` calls: Σ B·loss and
+    Σ B of the steps' own losses since its last reset (seeded with the tracker's state)."""
+
+    total: float = 0.0
+    count: float = 0.0
+
+    def reset(self):
+        self.total = self.count = 0.0
+
+    def add(self, size: int, loss: float) -> float:
+        """Take one step's own loss; the running mean Keras then reports."""
+        self.total += size * loss
+        self.count += size
+        return self.total / self.count if self.count else float("nan")
 
 
 class Total:

@@ -150,3 +150,46 @@ def binary_crossentropy_adds_epsilon(stack: str) -> bool:
     """Binary cross-entropy from probabilities takes ``log(p + eps)`` (Keras 2) rather than
     ``log(p)`` after clipping (Keras 3)."""
     return parse_stack(stack)[0] in KERAS2_FLAVOURS
+
+
+TORCH_IGNORE_INDEX = -100  # torch.nn.functional.nll_loss's default ignore_index
+
+
+def sparse_labels_scored_zero(stack: str, labels):
+    """Where a sparse cross-entropy without ``ignore_class`` scores a label outside the
+    vocabulary 0 and still counts it in the divisor (``labels``: a numpy array; the result is a
+    boolean array, or None where the stack scores none so). Keras 3 on JAX one-hot encodes a
+    negative label to zeros (``-100``, ``-1``: measured on 3.15.1); on PyTorch it calls
+    ``nll_loss``, which leaves out only its ``ignore_index`` ``-100`` and raises on ``-1``; the
+    TensorFlow stacks raise ``InvalidArgumentError`` on any of them."""
+    flavour, backend = parse_stack(stack)
+    if flavour != KERAS3:
+        return None
+    if backend == JAX:
+        return labels < 0
+    if backend == TORCH:
+        return labels == TORCH_IGNORE_INDEX
+    return None
+
+
+def backend_keeps_masks(flavour: str | None, version: tuple[int, ...] | None, backend: str) -> bool | None:
+    """Do Keras masks survive on this backend's arrays? Keras 3.0–3.5 on JAX sets the mask as
+    a ``_keras_mask`` attribute, which JAX arrays reject, so no mask reaches the loss (measured
+    on 3.5.0: the unmasked mean is reported); 3.6.0 keeps such masks in a table of its own."""
+    if flavour != KERAS3 or backend != JAX:
+        return True if flavour in FLAVOURS else None
+    if not version or len(version) < 2:
+        return None
+    return version[:2] >= (3, 6)
+
+
+def on_batch_returns_running_mean(flavour: str | None, version: tuple[int, ...] | None) -> bool | None:
+    """Do ``train_on_batch``/``test_on_batch`` return the loss tracker's running mean over every
+    call since the last reset (an ``evaluate`` or a ``fit`` epoch) instead of the batch's own
+    loss? Keras 3.0–3.14 (measured on 3.5.0); 3.15.0 resets the metrics in each call, and Keras 2
+    resets them by default (``reset_metrics=True``)."""
+    if flavour in KERAS2_FLAVOURS:
+        return False
+    if flavour == KERAS3 and version and len(version) >= 2:
+        return version[:2] < (3, 15)
+    return None

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import inspect
 import sys
+from dataclasses import dataclass
 
+from pytest_maskloss.compat import flavours as F
 from pytest_maskloss.compat.model import all_layers, is_keras_class
 
 _MASK_ATTRIBUTE = "_keras_mask"
@@ -61,9 +63,42 @@ def _defines_compute_mask(layer) -> bool:
     return False
 
 
+# How a layer loses the mask (see MaskDropper).
+DROPS = "drops"  # a masked input, an unmasked output
+CLEARS_INPUTS = "clears-inputs"  # removes the mask from the tensors it is given (shared inputs)
+MERGE_UNMASKED_INPUT = "merge-unmasked-input"  # a merge with one input that carries no mask
+BACKEND = "backend"  # the backend's arrays keep no mask at all (Keras 3.0–3.5 on JAX)
+
+
+@dataclass(frozen=True)
+class MaskDropper:
+    """The first layer after which the mask is gone, and how it lost it."""
+
+    layer: str
+    cls: str
+    how: str = DROPS
+    unmasked_input: str | None = None  # for a merge: the layer whose output carries no mask
+
+    def __str__(self) -> str:
+        if self.how == BACKEND:
+            return (f"{self.layer} keeps no Keras mask on JAX arrays (they take no _keras_mask "
+                    "attribute), so no mask reaches the loss whatever the layers do; fixed in "
+                    "Keras 3.6.0")
+        if self.how == CLEARS_INPUTS:
+            return (f"layer {self.layer!r} ({self.cls}) clears the masks of its inputs: the "
+                    "layers that share those inputs (a residual Add, ...) see no mask")
+        if self.how == MERGE_UNMASKED_INPUT:
+            return (f"layer {self.layer!r} ({self.cls}) drops the mask: its input from "
+                    f"{self.unmasked_input!r} carries none, and the merge keeps a mask only when "
+                    "every input has one")
+        return f"layer {self.layer!r} drops the mask"
+
+
 def first_mask_dropper(info, model, x):
-    """The name of the first layer whose input carries a mask and whose output does not, found
-    by running the model on ``x`` (None when no layer drops it or it cannot be told)."""
+    """The first layer after which the mask is gone (a MaskDropper), found by running the
+    model on ``x``; None when no layer drops it or it cannot be told."""
+    if F.backend_keeps_masks(info.flavour, info.version_tuple, info.backend) is False:
+        return MaskDropper(f"Keras {info.version}", "", BACKEND)
     if type(model).__name__ != "Sequential":
         return _functional_mask_dropper(info, model, x)
     value, mask = x, None
@@ -76,7 +111,7 @@ def first_mask_dropper(info, model, x):
             except Exception:
                 out_mask = None
         if mask is not None and out_mask is None:
-            return layer.name
+            return MaskDropper(layer.name, type(layer).__name__)
         value, mask = out, out_mask
     return None
 
@@ -88,29 +123,63 @@ def _accepts_mask(layer) -> bool:
         return False
 
 
+def _as_list(tensors) -> list:
+    return list(tensors) if isinstance(tensors, (list, tuple)) else [tensors]
+
+
+def _producer(tensor) -> str:
+    history = getattr(tensor, "_keras_history", None)
+    layer = history[0] if history else None
+    return getattr(layer, "name", None) or getattr(tensor, "name", "?")
+
+
 def _functional_mask_dropper(info, model, x):
     """The first layer (in model order) that receives a masked tensor and outputs an unmasked
-    one, found by evaluating its inputs and output as sub-models of the model's inputs."""
+    one, found by evaluating its inputs and output as sub-models of the model's inputs.
+
+    Each input is evaluated by itself (only its own ancestors run): a merge whose inputs do not
+    all carry a mask is named with the unmasked one; when every input carries its mask by
+    itself yet the layer's output has none, a layer sharing one of those inputs cleared it in
+    place (Keras >= 3.8 ``MultiHeadAttention`` does), and that layer is named.
+    """
     if not hasattr(model, "inputs"):
         return None
+    model_inputs = getattr(model, "input", None)
+    if model_inputs is None:
+        model_inputs = model.inputs
 
-    def masked(tensors):
-        probe = info.module.Model(model.inputs, tensors)
-        out = probe(x, training=False)
-        outs = out if isinstance(out, (list, tuple)) else [out]
+    def carries(tensors):
+        probe = info.module.Model(model_inputs, list(tensors))
+        outs = _as_list(probe(x, training=False))
         return [keras_mask(o) is not None for o in outs]
 
-    for layer in getattr(model, "layers", []):
-        if type(layer).__name__ == "InputLayer":
-            continue
+    layers = [l for l in getattr(model, "layers", []) if type(l).__name__ != "InputLayer"]
+    for layer in layers:
         try:
-            inputs = layer.input
-            if not any(masked(inputs if isinstance(inputs, (list, tuple)) else [inputs])):
+            inputs = _as_list(layer.input)
+            alone = [carries([t])[0] for t in inputs]
+            if not any(alone) or any(carries(_as_list(layer.output))):
                 continue
-            if not any(masked([layer.output])):
-                return layer.name
+            if len(inputs) > 1 and not all(alone):
+                unmasked = inputs[alone.index(False)]
+                return MaskDropper(layer.name, type(layer).__name__, MERGE_UNMASKED_INPUT, _producer(unmasked))
+            clearer = _clearer(layers, layer, [t for t, m in zip(inputs, alone) if m], carries)
+            if clearer is not None:
+                return MaskDropper(clearer.name, type(clearer).__name__, CLEARS_INPUTS)
+            return MaskDropper(layer.name, type(layer).__name__)
         except Exception:  # a layer used twice, nested model, ...: no name rather than a wrong one
             continue
+    return None
+
+
+def _clearer(layers, receiver, masked_inputs, carries):
+    """Another layer given one of ``masked_inputs`` that leaves it without its mask once it ran."""
+    for tensor in masked_inputs:
+        for other in layers:
+            if other is receiver or not any(t is tensor for t in _as_list(other.input)):
+                continue
+            if not carries([tensor, other.output])[0]:
+                return other
     return None
 
 

@@ -170,3 +170,16 @@ def regularisation(model) -> float:
     """Σ model.losses (weight regularisers, add_loss) as Keras adds them to the loss."""
     losses = list(getattr(model, "losses", []) or [])
     return float(sum(float(to_numpy(l)) for l in losses)) if losses else 0.0
+
+
+def loss_tracker_state(model):
+    """(Σ B·loss, Σ B) held by the loss tracker Keras 3 reports the ``loss`` from (a ``Mean``
+    weighted by batch size), or None where there is none to read (Keras 2, a custom model)."""
+    tracker = getattr(model, "_loss_tracker", None)
+    total, count = getattr(tracker, "total", None), getattr(tracker, "count", None)
+    if total is None or count is None:
+        return None
+    try:
+        return float(to_numpy(getattr(total, "value", total))), float(to_numpy(getattr(count, "value", count)))
+    except Exception:
+        return None

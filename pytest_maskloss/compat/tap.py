@@ -99,9 +99,10 @@ class LossTap:
         tap = self
 
         def compute_loss(x=None, y=None, y_pred=None, sample_weight=None, **kwargs):
+            given = _unaliased(sample_weight)
             loss = original_loss(x, y, y_pred, sample_weight, **kwargs)
             try:
-                tap._send(x, y, y_pred, sample_weight, loss, kwargs.get("training"))
+                tap._send(x, y, y_pred, given, loss, kwargs.get("training"))
             except Exception as exc:  # the step must not fail because of the tap
                 tap.errors.append(f"{type(exc).__name__}: {exc}")
             return loss
@@ -247,6 +248,22 @@ def _ignore(*args):
 def _set(model, name, value):
     # Keras 3 layers track attribute assignments; bypass that for our temporary attributes
     object.__setattr__(model, name, value)
+
+
+def _unaliased(sample_weight):
+    """The sample weights as the step was given them. Keras 3's masked reduction multiplies the
+    weights by the mask's ``total/valid`` rescale in place (``sample_weight *= mask``), which on
+    PyTorch changes the batch's own tensor (measured on 3.15.1 with ignore_class): a copy is taken
+    before the loss runs. Other backends' tensors are immutable and are passed as they are."""
+    if sample_weight is None:
+        return None
+    if isinstance(sample_weight, dict):
+        return {k: _unaliased(v) for k, v in sample_weight.items()}
+    if isinstance(sample_weight, (list, tuple)):
+        return type(sample_weight)(_unaliased(v) for v in sample_weight)
+    if hasattr(sample_weight, "detach") and hasattr(sample_weight, "clone"):
+        return sample_weight.detach().clone()
+    return sample_weight
 
 
 def _masks(y_pred):
