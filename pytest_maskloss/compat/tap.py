@@ -188,7 +188,7 @@ class LossTap:
             # DataParallel): there the steps' own data dependence keeps the callbacks in order
             jax.debug.callback(lambda tree: self._receive(tree, phase, 0), payload,
                                ordered=not _spans_devices())
-        else:
+        elif not _symbolic(payload):  # Keras builds a PyTorch model on meta tensors first
             self._receive(_detached(payload), phase, 0)
 
     def _send_tensorflow(self, payload, phase):
@@ -318,6 +318,15 @@ def _view(tensor):
         return tensor._numpy()
     except Exception:  # a TensorFlow without the private view, or a non-CPU tensor
         return tensor.numpy()
+
+
+def _symbolic(tree) -> bool:
+    """A PyTorch tensor on the meta device (shapes only) anywhere in the payload."""
+    if isinstance(tree, dict):
+        return any(_symbolic(v) for v in tree.values())
+    if isinstance(tree, (list, tuple)):
+        return any(_symbolic(v) for v in tree)
+    return bool(getattr(tree, "is_meta", False))
 
 
 def _detached(tree):
