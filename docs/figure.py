@@ -34,7 +34,6 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "figure.json"
 PNG = HERE / "figure.png"
@@ -265,6 +264,7 @@ def main(argv=None) -> int:
     if args.stack is None:
         ap.error(f"{args.action} needs a STACK")
     sys.path.insert(0, str(HERE.parent))  # the checkout's pytest_maskloss when it is not installed
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     new = STACKS[args.stack]()
     print(_table(args.stack, new))
     if args.action == "measure":
