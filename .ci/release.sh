@@ -9,6 +9,7 @@ TOOLS=$(cd "${1:-$ROOT/.venv-tools}" && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/maskloss-release.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+unset PYTHONPATH  # a user's venv sees the wheel it installed, never this checkout
 say() { printf '\n--- %s\n' "$*"; }
 fail() { printf 'FAILED: %s\n' "$*"; exit 1; }
 expect() {
