@@ -120,3 +120,17 @@ def test_maskloss_rule_prints_one_rule(capsys):
     assert out.startswith("# MSK002 `loss-subclass-overrides-call`") and "## Why is this bad?" in out
     assert main(["rule", "MSK999"]) == 2
     assert "unknown rule code" in capsys.readouterr().err
+
+
+def test_sarif_help_links_point_at_the_rule_pages():
+    import json
+    import re
+
+    from pytest_maskloss.scan import output
+
+    site = re.search(r"^site_url: (\S+)$", (ROOT / "mkdocs.yml").read_text(encoding="utf-8"), flags=re.M).group(1)
+    rules = json.loads(output.sarif([], "0"))["runs"][0]["tool"]["driver"]["rules"]
+    assert len(rules) == len(ALL_RULES)
+    for rule in rules:
+        assert rule["helpUri"] == f"{site}rules/{rule['id']}/"  # mkdocs serves rules/X.md at rules/X/
+        assert (RULES_DOCS / f"{rule['id']}.md").is_file()
