@@ -82,7 +82,7 @@ expect 0 pre-commit run maskloss
 contains 'maskloss scan\.+Passed'
 expect 0 pre-commit run --hook-stage manual maskloss-fix
 
-say "flake8 --select MSK (flake8 $(flake8 --version | head -1))"
+say "flake8 --select MSK (flake8 $(flake8 --version | tr -s "\n " " "))"
 expect 1 flake8 --select MSK bad.py
 contains '^bad\.py:8:38: MSK001 warning: stock loss'
 [ "$(wc -l < "$WORK/out")" -eq 1 ] || fail "flake8 printed more than the one finding"
