@@ -15,6 +15,7 @@ import json
 import re
 import sys
 from importlib import resources
+from pathlib import Path
 
 
 def sarif_schema() -> tuple[dict, str]:
@@ -55,7 +56,7 @@ def github_code_scanning_problems(log: dict) -> list[str]:
 def check_sarif(path: str) -> int:
     import jsonschema
 
-    log = json.loads(open(path, encoding="utf-8").read())
+    log = json.loads(Path(path).read_text(encoding="utf-8"))
     schema, schema_id = sarif_schema()
     validator = jsonschema.Draft4Validator(schema, format_checker=jsonschema.Draft4Validator.FORMAT_CHECKER)
     errors = sorted(validator.iter_errors(log), key=lambda e: list(e.path))
@@ -110,7 +111,7 @@ def command_problems(line: str) -> list[str]:
 
 
 def check_github(path: str) -> int:
-    lines = [ln for ln in open(path, encoding="utf-8").read().splitlines() if ln.strip()]
+    lines = [ln for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
     bad = 0
     for n, line in enumerate(lines, 1):
         for p in command_problems(line):
