@@ -56,6 +56,12 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    from pytest_maskloss.scan.requirements import problem
+
+    missing = problem(f"maskloss {args.command}")
+    if missing:  # the scan extra is not installed
+        print(f"maskloss: {missing}", file=sys.stderr)
+        return 2
     if args.command == "scan":
         from pytest_maskloss.scan.cli import run_scan
 

@@ -20,6 +20,11 @@ class MasklossChecker:
         self.lines = lines
 
     def run(self):
+        from pytest_maskloss.scan.requirements import problem
+
+        missing = problem("the flake8 plugin MSK")
+        if missing:  # flake8 prints the plugin's error: one sentence saying what to install
+            raise RuntimeError(missing)
         from pytest_maskloss.scan.config import Config, ConfigError, find_pyproject, load_config
         from pytest_maskloss.scan.engine import Scanner, Settings, check_source
         from pytest_maskloss.scan.rules import CODES

@@ -8,7 +8,8 @@ from collections import Counter
 from pytest_maskloss.scan.rules import ALL_RULES, CODES
 
 SARIF_LEVEL = {"error": "error", "warning": "warning", "note": "note"}
-HELP_URI = "https://github.com/pytest-maskloss/pytest-maskloss#rules"
+# the documentation site (mkdocs.yml site_url); each rule has its page under rules/CODE/
+HELP_URI = "https://pytest-maskloss.github.io/pytest-maskloss/"
 
 
 def location(f) -> str:
@@ -70,7 +71,7 @@ def sarif(findings, version: str) -> str:
                 "name": "".join(p.capitalize() for p in r.name.split("-")),
                 "shortDescription": {"text": r.summary},
                 "fullDescription": {"text": f"{r.code} {r.name}: {r.summary}"},
-                "helpUri": f"{HELP_URI}",
+                "helpUri": f"{HELP_URI}rules/{r.code}/",
                 "defaultConfiguration": {"level": level},
                 "properties": {"tags": ["keras", "masking"]},
             }

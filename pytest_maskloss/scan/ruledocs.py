@@ -1,9 +1,9 @@
-"""The rule reference, rendered from the rules' docstrings: the README table and one section
-per rule (between ``<!-- rules:start -->`` and ``<!-- rules:end -->``), and the text
-``maskloss rule CODE`` prints.
+"""The rule reference, rendered from the rules' docstrings: one page per rule and an index page
+with the table for the documentation site (``docs/rules/``), and the text ``maskloss rule CODE``
+prints.
 
-    python -m pytest_maskloss.scan.ruledocs --write README.md   # rewrite the README section
-    python -m pytest_maskloss.scan.ruledocs --check README.md   # exit 1 when it has drifted
+    python -m pytest_maskloss.scan.ruledocs --write docs/rules   # rewrite the pages
+    python -m pytest_maskloss.scan.ruledocs --check docs/rules   # exit 1 when they have drifted
 """
 
 from __future__ import annotations
@@ -12,10 +12,19 @@ import argparse
 import inspect
 import re
 import sys
+from pathlib import Path
 
 from pytest_maskloss.scan.rules import ALL_RULES, CODES
 
-START, END = "<!-- rules:start -->", "<!-- rules:end -->"
+GENERATED = ("<!-- Generated from the rules' docstrings by python -m pytest_maskloss.scan.ruledocs "
+             "--write docs/rules: edit the docstring, not this file. -->")
+# Links in docstrings point at sections of the scanner page (docs/scanner.md).
+SCANNER_PAGE = "../scanner.md"
+INDEX_INTRO = """\
+Severity is part of every finding (`error`, `warning`, `note`; also the SARIF `level`). Errors and
+warnings make the run fail (exit 1); notes are shown but do not fail it. "Keras version" below is
+the version the project targets (see [Keras version](../configuration.md#keras-version)).
+"""
 SECTIONS = ("What it does", "Why is this bad?", "Example", "Use instead", "Fix safety")
 
 
@@ -49,58 +58,75 @@ def rule_markdown(rule, level: int = 4) -> str:
     return "\n".join(out).strip() + "\n"
 
 
-def table() -> str:
-    rows = ["| code | name | what it catches |", "|---|---|---|"]
-    rows += [f"| [{r.code}](#{_anchor(r)}) | `{r.name}` | {_lead(r)} |" for r in ALL_RULES]
-    return "\n".join(rows) + "\n"
-
-
 def _lead(rule) -> str:
     """The docstring's lead sentence on one line, without its full stop."""
     return " ".join(sections(rule).get("", "").split()).rstrip(".")
 
 
-def _anchor(rule) -> str:
-    """GitHub's anchor for the rule's heading ``MSK001 `stock-loss-on-masked-output` ``."""
-    return f"{rule.code} {rule.name}".lower().replace(" ", "-")
+def _docs_links(text: str) -> str:
+    """Docstring links to sections (``[Speed](#speed)``) made to point at the scanner page."""
+    return re.sub(r"\]\(#([\w-]+)\)", lambda m: f"]({SCANNER_PAGE}#{m.group(1)})", text)
 
 
-def reference() -> str:
-    """What goes between the markers."""
-    return "\n".join([table()] + [rule_markdown(r) for r in ALL_RULES])
+def index_page() -> str:
+    rows = ["| code | name | what it catches |", "|---|---|---|"]
+    rows += [f"| [{r.code}]({r.code}.md) | `{r.name}` | {_lead(r)} |" for r in ALL_RULES]
+    return "\n".join([GENERATED, "", "# Rules", "", INDEX_INTRO] + rows) + "\n"
 
 
-def render(text: str) -> str:
-    """``text`` (the README) with the part between the markers regenerated."""
-    start, end = text.find(START), text.find(END)
-    if start == -1 or end < start:
-        raise ValueError(f"no {START} ... {END} markers")
-    return text[: start + len(START)] + "\n\n" + reference() + "\n" + text[end:]
+def rule_page(rule) -> str:
+    module = type(rule).__module__
+    source = f"`{module}` (`{type(rule).__name__}`)"
+    return "\n".join([GENERATED, "", _docs_links(rule_markdown(rule, level=1)),
+                      f"*Source: the docstring of {source}.*", ""])
+
+
+def pages() -> dict[str, str]:
+    """Every file of ``docs/rules/``: name → text."""
+    out = {"index.md": index_page()}
+    out.update({f"{r.code}.md": rule_page(r) for r in ALL_RULES})
+    return out
+
+
+def drift(folder: Path) -> list[str]:
+    """The files of ``folder`` that differ from what the docstrings give, or are missing, or are
+    left over from a rule that no longer exists."""
+    wanted = pages()
+    problems = [name for name, text in wanted.items()
+                if not (folder / name).is_file() or (folder / name).read_text(encoding="utf-8") != text]
+    problems += sorted(p.name for p in folder.glob("*.md") if p.name not in wanted) if folder.is_dir() else []
+    return problems
+
+
+def write(folder: Path) -> list[str]:
+    """Rewrite ``folder`` from the docstrings; the names of the files changed or removed."""
+    changed = drift(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = pages()
+    for name in changed:
+        if name in wanted:
+            (folder / name).write_text(wanted[name], encoding="utf-8")
+        else:
+            (folder / name).unlink()
+    return changed
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pytest_maskloss.scan.ruledocs", description=__doc__.splitlines()[0])
     group = ap.add_mutually_exclusive_group(required=True)
-    group.add_argument("--write", metavar="README", help="rewrite the rule reference in this file")
-    group.add_argument("--check", metavar="README", help="exit 1 when the rule reference there is out of date")
+    group.add_argument("--write", metavar="DIR", help="rewrite the rule pages in this folder (docs/rules)")
+    group.add_argument("--check", metavar="DIR", help="exit 1 when the rule pages there are out of date")
     args = ap.parse_args(argv)
-    path = args.write or args.check
-    with open(path, encoding="utf-8") as fh:
-        old = fh.read()
-    try:
-        new = render(old)
-    except ValueError as exc:
-        print(f"{path}: {exc}", file=sys.stderr)
-        return 2
+    folder = Path(args.write or args.check)
     if args.check:
-        if new != old:
-            print(f"{path}: the rule reference differs from the rules' docstrings; run "
-                  f"python -m pytest_maskloss.scan.ruledocs --write {path}", file=sys.stderr)
+        stale = drift(folder)
+        if stale:
+            print(f"{folder}: {', '.join(stale)} differ from the rules' docstrings; run "
+                  f"python -m pytest_maskloss.scan.ruledocs --write {folder}", file=sys.stderr)
             return 1
         return 0
-    if new != old:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(new)
+    for name in write(folder):
+        print(f"{folder / name}")
     return 0
 
 

@@ -5,7 +5,7 @@ messages.
 A rule is one small class in its own module (``rules/mskNNN_*.py``) with its documentation as
 its docstring (ruff's sections: ``## What it does``, ``## Why is this bad?``, ``## Example``,
 ``## Use instead``, ``## Fix safety``) and its ``VALID`` and ``INVALID`` examples beside it; the
-tests (tests/scan/test_rules.py) and the README rule reference are generated from them.
+tests (tests/scan/test_rules.py) and the rule pages of the docs (docs/rules/) are generated from them.
 
 Examples may start with a ``# keras-version: X`` line: the example is then checked for that
 targeted Keras version (otherwise the version is unknown).
