@@ -212,7 +212,7 @@ class Scanner:
         cached = an.__dict__.get("_findings")
         if cached is not None:
             return cached
-        out = []
+        out, seen = [], set()
         for rule in R.RULES:
             try:
                 raws = list(rule.check(an))
@@ -220,7 +220,10 @@ class Scanner:
                 continue
             for raw in raws:
                 f = self._finding(raw, rule)
-                if f is not None and self._keep(raw.loc.module, f, raw.loc.unit):
+                # a function run once per set of call arguments can yield one finding per call
+                where = f and (f.code, f.path, f.cell, f.line, f.col, f.end_line, f.end_col)
+                if f is not None and where not in seen and self._keep(raw.loc.module, f, raw.loc.unit):
+                    seen.add(where)
                     out.append(f)
         an.__dict__["_findings"] = out
         return out

@@ -257,7 +257,9 @@ class Interpreter:
         env.vars[stmt.name.value] = ref
         self.classes.append(ref)
 
-    def run_function(self, ref: FuncRef, first_param=None):
+    def run_function(self, ref: FuncRef, first_param=None, bound=None):
+        """Run a function's body; its parameters are unknown (``ParamV``) unless ``bound``
+        gives their values (a call with known arguments: the others take their defaults)."""
         if self._depth > 30:
             return None
         self._depth += 1
@@ -270,9 +272,9 @@ class Interpreter:
                 env.vars[params[0].name.value] = SelfV(ref.cls)
                 params = params[1:]
             for i, p in enumerate(params):
-                env.vars[p.name.value] = first_param if (i == 0 and first_param is not None) else ParamV(p.name.value)
+                env.vars[p.name.value] = first_param if (i == 0 and first_param is not None) else self._param_value(p, bound)
             for p in ref.node.params.kwonly_params:
-                env.vars[p.name.value] = ParamV(p.name.value)
+                env.vars[p.name.value] = self._param_value(p, bound)
             body = ref.node.body.body
             if isinstance(body, (list, tuple)):
                 self.exec_block(body, env)
@@ -280,6 +282,41 @@ class Interpreter:
         finally:
             self.unit, self.top, self._memo = saved, saved_top, saved_memo
             self._depth -= 1
+
+    def _param_value(self, param, bound):
+        name = param.name.value
+        if bound is None:
+            return ParamV(name)
+        if name in bound:
+            return bound[name]
+        if param.default is not None:
+            value = self.eval(param.default, self.globals)
+            if value is not None:
+                return value
+        return ParamV(name)
+
+    def bind_call(self, ref: FuncRef, call: cst.Call, env) -> dict:
+        """Parameter -> value for the arguments of a call that say something (not unknown);
+        empty when none does, or for a method or a call with ``*args``/``**kwargs``."""
+        if ref.cls is not None or any(arg.star for arg in call.args):
+            return {}
+        params = list(ref.node.params.posonly_params) + list(ref.node.params.params)
+        by_name = {p.name.value for p in params} | {p.name.value for p in ref.node.params.kwonly_params}
+        bound, pos = {}, 0
+        for arg in call.args:
+            if arg.keyword is not None:
+                name = arg.keyword.value
+                if name not in by_name:
+                    continue
+            elif pos < len(params):
+                name = params[pos].name.value
+                pos += 1
+            else:
+                continue
+            value = self.eval(arg.value, env)
+            if value is not None and not isinstance(value, ParamV):
+                bound[name] = value
+        return bound
 
     # -- expressions -----------------------------------------------------------------
     def lookup(self, name: str, env):
@@ -485,8 +522,9 @@ class Interpreter:
             value = self.eval(arg, env) if arg is not None else None
             return apply_layer(func, tensor_of(value) if value is not None else TensorV(UNKNOWN))
         if isinstance(func, FuncRef):
+            bound = self.bind_call(func, call, env)
             self.eval_args(call, env)
-            return func.returns()
+            return func.returns_with(bound) if bound else func.returns()
         if isinstance(func, ClassRef):
             return self.instantiate(func, call, env)
         if func is None and isinstance(call.func, cst.Name) and call.func.value in ("float", "np_float", "round", "min", "max", "list", "sum"):

@@ -162,6 +162,7 @@ class FuncRef:
     top: object = None
     _ret: object = None
     _state: str = "new"  # new | running | done
+    _calls: dict = field(default_factory=dict)  # argument key -> (bound values, result)
 
     def returns(self):
         if self._state == "done":
@@ -174,6 +175,33 @@ class FuncRef:
         finally:
             self._state = "done"
         return self._ret
+
+    def returns_with(self, bound: dict):
+        """The result of a call whose arguments are known (``bound``: parameter -> value): the
+        body runs again with them, once per distinct set of arguments (at most
+        ``MAX_CALL_CONTEXTS``; beyond that, and for a recursive call, the call-free result)."""
+        key = tuple(sorted((name, _value_key(v)) for name, v in bound.items()))
+        if key in self._calls:
+            return self._calls[key][1]
+        if len(self._calls) >= MAX_CALL_CONTEXTS:
+            return self.returns()
+        self._calls[key] = (bound, None)  # a recursive call with the same arguments sees None
+        ret = self.module.run_function(self, bound=bound)
+        self._calls[key] = (bound, ret)
+        return ret
+
+
+MAX_CALL_CONTEXTS = 8
+
+
+def _value_key(value):
+    """What makes two argument values the same call (identity for everything but literals and
+    names; the values themselves are kept alive beside the key)."""
+    if isinstance(value, (Const, Str)):
+        return (type(value).__name__, repr(value.value))
+    if isinstance(value, Qual):
+        return ("Qual", tuple(sorted(value.names)))
+    return ("id", id(value))
 
 
 @dataclass(eq=False)
