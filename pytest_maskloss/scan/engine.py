@@ -26,7 +26,7 @@ PARSE_CODE = "MSK900"
 # loss to a file that does: those mention Embedding/Masking/compute_mask/... themselves). Plain
 # substring tests on the raw bytes (memchr speed); the tokens are ASCII, so any ASCII-compatible
 # source encoding works.
-_TOKENS = (b"compute_mask", b"supports_masking", b"y_pred", b"mask_zero")
+_TOKENS = (b"compute_mask", b"supports_masking", b"y_pred", b"mask_zero", b"CausalLM", b"MaskedLM", b"Seq2SeqLM")
 _NOQA = re.compile(r"#\s*noqa(?::\s*([A-Za-z]+\d+(?:[\s,]+[A-Za-z]+\d+)*))?", re.I)
 _FILE_NOQA = re.compile(r"^\s*#\s*maskloss:\s*noqa(?::\s*([A-Za-z]+\d+(?:[\s,]+[A-Za-z]+\d+)*))?\s*$", re.I | re.M)
 
@@ -195,17 +195,18 @@ class Scanner:
             f = self._error_finding(path, line, col, cell, msg)
             if self._keep(an, f, unit):
                 findings.append(f)
-        findings.extend(self.findings_of(an))
+        importers = []
         if index is not None and self.settings.link and _exports(an):
-            for other in index.importers(path):
-                if other in self.settings.scan_set:
-                    continue
-                oan = index.analysis(other)
-                if oan is None:
-                    continue
-                for f in self.findings_of(oan):
-                    if self.display(path) in f.related:
-                        findings.append(f)
+            # run the importers first: a helper defined here (``compile_model(model)``) records
+            # its facts here when they call it with their models
+            importers = [(other, index.analysis(other, force=True)) for other in index.importers(path)]
+        findings.extend(self.findings_of(an))
+        for other, oan in importers:
+            if other in self.settings.scan_set or oan is None:
+                continue
+            for f in self.findings_of(oan):
+                if self.display(path) in f.related:
+                    findings.append(f)
         return FileResult(path, findings, parsed=True)
 
     def findings_of(self, an: A.ModuleAnalysis) -> list[Finding]:
@@ -334,8 +335,12 @@ def _provides(data: bytes) -> bool:
 
 
 def _exports(an: A.ModuleAnalysis) -> bool:
-    """Does this module define something another module could compile, fit or use as a loss?"""
+    """Does this module define something another module could compile, fit or use as a loss,
+    or a helper that compiles or fits the model it is given?"""
+    helper = any(".compile(" in u.text or ".fit(" in u.text for u in an.units)
     for value in an.globals.vars.values():
+        if helper and isinstance(value, V.FuncRef) and value.node.params.params:
+            return True
         if isinstance(value, (V.ModelV, V.ClassRef)):
             return True
         if isinstance(value, V.FuncRef) and isinstance(value.returns(), (V.ModelV, V.ReductionV, V.FuncRef, V.LayerV)):

@@ -14,6 +14,7 @@ import os
 
 import libcst as cst
 
+from pytest_maskloss.scan.calls import Env, FunctionRunner
 from pytest_maskloss.scan.syntax import call_arg, dotted, int_of
 from pytest_maskloss.scan.values import (
     MASKED, NONE, UNKNOWN, ClassRef, Const, DictV, EvalV, FuncRef, HistoryDictV, HistoryV, LayerV,
@@ -22,32 +23,7 @@ from pytest_maskloss.scan.values import (
 )
 
 
-class Env:
-    __slots__ = ("vars", "parent", "func")
-
-    def __init__(self, parent=None, func=None):
-        self.vars = {}
-        self.parent = parent
-        self.func = func
-
-    def get(self, name):
-        env = self
-        while env is not None:
-            if name in env.vars:
-                return env.vars[name]
-            env = env.parent
-        return None
-
-    def has(self, name):
-        env = self
-        while env is not None:
-            if name in env.vars:
-                return True
-            env = env.parent
-        return False
-
-
-class Interpreter:
+class Interpreter(FunctionRunner):
     """Abstract interpretation of the parsed units of one file (a file, or the code cells of a
     notebook), which share one global environment."""
 
@@ -106,6 +82,13 @@ class Interpreter:
 
     def instantiate(self, ref, call, env):
         self.eval_args(call, env)
+
+    def call_layer(self, layer, call, env):
+        """A layer applied to its inputs: what it does to their mask."""
+        arg = call_arg(call, 0, "inputs")
+        value = self.eval(arg, env) if arg is not None else None
+        self.eval_args(call, env)
+        return apply_layer(layer, tensor_of(value) if value is not None else TensorV(UNKNOWN), self.loc(call))
 
     # -- statements ------------------------------------------------------------------
     def exec_block(self, body, env) -> None:
@@ -256,67 +239,6 @@ class Interpreter:
         self.class_body_done(ref, cenv)
         env.vars[stmt.name.value] = ref
         self.classes.append(ref)
-
-    def run_function(self, ref: FuncRef, first_param=None, bound=None):
-        """Run a function's body; its parameters are unknown (``ParamV``) unless ``bound``
-        gives their values (a call with known arguments: the others take their defaults)."""
-        if self._depth > 30:
-            return None
-        self._depth += 1
-        saved, saved_top, saved_memo = self.unit, self.top, self._memo
-        self._memo, self.unit, self.top = {}, ref.unit, ref.top
-        try:
-            env = Env(parent=self.globals, func=ref)
-            params = list(ref.node.params.posonly_params) + list(ref.node.params.params)
-            if ref.cls is not None and params:
-                env.vars[params[0].name.value] = SelfV(ref.cls)
-                params = params[1:]
-            for i, p in enumerate(params):
-                env.vars[p.name.value] = first_param if (i == 0 and first_param is not None) else self._param_value(p, bound)
-            for p in ref.node.params.kwonly_params:
-                env.vars[p.name.value] = self._param_value(p, bound)
-            body = ref.node.body.body
-            if isinstance(body, (list, tuple)):
-                self.exec_block(body, env)
-            return env.vars.get("<return>")
-        finally:
-            self.unit, self.top, self._memo = saved, saved_top, saved_memo
-            self._depth -= 1
-
-    def _param_value(self, param, bound):
-        name = param.name.value
-        if bound is None:
-            return ParamV(name)
-        if name in bound:
-            return bound[name]
-        if param.default is not None:
-            value = self.eval(param.default, self.globals)
-            if value is not None:
-                return value
-        return ParamV(name)
-
-    def bind_call(self, ref: FuncRef, call: cst.Call, env) -> dict:
-        """Parameter -> value for the arguments of a call that say something (not unknown);
-        empty when none does, or for a method or a call with ``*args``/``**kwargs``."""
-        if ref.cls is not None or any(arg.star for arg in call.args):
-            return {}
-        params = list(ref.node.params.posonly_params) + list(ref.node.params.params)
-        by_name = {p.name.value for p in params} | {p.name.value for p in ref.node.params.kwonly_params}
-        bound, pos = {}, 0
-        for arg in call.args:
-            if arg.keyword is not None:
-                name = arg.keyword.value
-                if name not in by_name:
-                    continue
-            elif pos < len(params):
-                name = params[pos].name.value
-                pos += 1
-            else:
-                continue
-            value = self.eval(arg.value, env)
-            if value is not None and not isinstance(value, ParamV):
-                bound[name] = value
-        return bound
 
     # -- expressions -----------------------------------------------------------------
     def lookup(self, name: str, env):
@@ -513,10 +435,7 @@ class Interpreter:
         if isinstance(func, Qual):
             return self.qual_call(func, call, env)
         if isinstance(func, LayerV):
-            arg = call_arg(call, 0, "inputs")
-            value = self.eval(arg, env) if arg is not None else None
-            self.eval_args(call, env)
-            return apply_layer(func, tensor_of(value) if value is not None else TensorV(UNKNOWN), self.loc(call))
+            return self.call_layer(func, call, env)
         if isinstance(func, ModelV):
             arg = call_arg(call, 0, "inputs")
             value = self.eval(arg, env) if arg is not None else None

@@ -101,6 +101,10 @@ class LayerV:
 class TensorV:
     state: str
     sources: tuple = ()  # Locs of the mask sources
+    # the attention layer (LayerV) that cleared this tensor's mask when it was its query, value
+    # or key (MultiHeadAttention on Keras >= 3.8); ``state`` is then NONE for later uses
+    cleared: object = None
+    cleared_sources: tuple = ()
 
 
 @dataclass(eq=False)
@@ -112,6 +116,8 @@ class ModelV:
     out: TensorV | None = None
     cls: "ClassRef | None" = None
     compiles: list = field(default_factory=list)
+    # KerasHub tasks: (task kind such as "CausalLM", has a preprocessor, compiled by __init__)
+    task: tuple | None = None
     _state: TensorV | None = None
     _computing: bool = False
 
@@ -129,6 +135,8 @@ class ModelV:
                 result = t
             elif self.kind == "functional":
                 result = self.out or TensorV(UNKNOWN)
+            elif self.kind == "task":
+                result = TensorV(NONE)  # KerasHub backbones carry no Keras mask
             elif self.kind == "subclass" and self.cls is not None:
                 result = self.cls.model_output()
             else:
@@ -151,6 +159,7 @@ class LossV:
     reduction: str | None = None  # literal reduction keyword, "?" when not a literal
     ref: object = None  # FuncRef / ClassRef for custom losses
     call_node: cst.Call | None = None  # the instantiation, for fixes
+    ignore_class: object = None  # the ignore_class= value (Const, or "?" when not a literal)
 
 
 @dataclass(eq=False)
@@ -361,6 +370,8 @@ def apply_layer(layer, t: TensorV, loc: Loc | None = None) -> TensorV:
     if not isinstance(layer, LayerV):
         return TensorV(UNKNOWN) if t.state != NONE else t
     kind = layer.kind
+    if t.cleared is not None and kind not in ("source", "plain"):
+        t.cleared.loc.module.record_drop(t.cleared, TensorV(MASKED, t.cleared_sources), "attention")
     if kind == "source":
         return TensorV(MASKED, (layer.loc,))
     if kind in ("plain", "consumer"):
@@ -369,8 +380,8 @@ def apply_layer(layer, t: TensorV, loc: Loc | None = None) -> TensorV:
         if t.state == MASKED:
             layer.loc.module.record_drop(layer, t)
         return TensorV(NONE)
-    if kind in ("pass", "merge"):
-        return t
+    if kind in ("pass", "merge", "attention"):
+        return TensorV(t.state, t.sources)  # a new tensor: clearing one must not clear the other
     return TensorV(UNKNOWN) if t.state != NONE else t
 
 
@@ -412,6 +423,9 @@ class ExpFact:
 class DropFact:
     layer: LayerV
     sources: tuple
+    # unsupported: a layer without mask support; attention: MultiHeadAttention cleared the mask
+    # of a tensor used again after it; merge: a merge layer with an unmasked input
+    reason: str = "unsupported"
 
 
 # ------------------------------------------------------------------------------------------
