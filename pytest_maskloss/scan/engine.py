@@ -26,7 +26,8 @@ PARSE_CODE = "MSK900"
 # loss to a file that does: those mention Embedding/Masking/compute_mask/... themselves). Plain
 # substring tests on the raw bytes (memchr speed); the tokens are ASCII, so any ASCII-compatible
 # source encoding works.
-_TOKENS = (b"compute_mask", b"supports_masking", b"y_pred", b"mask_zero", b"CausalLM", b"MaskedLM", b"Seq2SeqLM")
+_TOKENS = (b"compute_mask", b"supports_masking", b"y_pred", b"mask_zero")
+_HUB_TASKS = (b"CausalLM", b"MaskedLM", b"Seq2SeqLM")  # KerasHub tasks: MSK005 needs a fit/evaluate
 _NOQA = re.compile(r"#\s*noqa(?::\s*([A-Za-z]+\d+(?:[\s,]+[A-Za-z]+\d+)*))?", re.I)
 _FILE_NOQA = re.compile(r"^\s*#\s*maskloss:\s*noqa(?::\s*([A-Za-z]+\d+(?:[\s,]+[A-Za-z]+\d+)*))?\s*$", re.I | re.M)
 
@@ -44,6 +45,8 @@ def prefilter(data) -> bool:
             return True
     # Embedding/Masking only from Keras (a PyTorch nn.Embedding file is not parsed)
     if (b"Embedding" in data or b"Masking" in data) and (b"keras" in data or b"tensorflow" in data):
+        return True
+    if any(t in data for t in _HUB_TASKS) and (b".fit(" in data or b".evaluate(" in data or b"_on_batch(" in data):
         return True
     if b"__call__" in data and b"Loss" in data:
         return True

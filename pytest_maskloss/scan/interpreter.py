@@ -17,7 +17,7 @@ import libcst as cst
 from pytest_maskloss.scan.calls import Env, FunctionRunner
 from pytest_maskloss.scan.syntax import call_arg, dotted, int_of
 from pytest_maskloss.scan.values import (
-    MASKED, NONE, UNKNOWN, ClassRef, Const, DictV, EvalV, FuncRef, HistoryDictV, HistoryV, LayerV,
+    MASKED, NONE, UNKNOWN, ClassRef, Const, DatasetV, DictV, EvalV, FuncRef, HistoryDictV, HistoryV, LayerV,
     ListV, Loc, ModelV, ModuleRef, PaddingV, ParamV, PerTokenV, Qual, ReportedLossV, SelfV, Str,
     TensorV, _BoundMethod, _ModelMethod, apply_layer, merge, tensor_of,
 )
@@ -84,8 +84,9 @@ class Interpreter(FunctionRunner):
         self.eval_args(call, env)
 
     def call_layer(self, layer, call, env):
-        """A layer applied to its inputs: what it does to their mask."""
-        arg = call_arg(call, 0, "inputs")
+        """A layer applied to its inputs: what it does to their mask (the first input: positional,
+        ``inputs=`` or keras-hub's ``decoder_sequence=``)."""
+        arg = call_arg(call, 0, "inputs") or call_arg(call, None, "decoder_sequence")
         value = self.eval(arg, env) if arg is not None else None
         self.eval_args(call, env)
         return apply_layer(layer, tensor_of(value) if value is not None else TensorV(UNKNOWN), self.loc(call))
@@ -302,7 +303,7 @@ class Interpreter(FunctionRunner):
                 return base.analysis.globals.get(attr)
             if isinstance(base, ClassRef):
                 return None
-            if isinstance(base, (HistoryDictV, EvalV, ReportedLossV, TensorV, PaddingV, ParamV, PerTokenV)):
+            if isinstance(base, (HistoryDictV, EvalV, ReportedLossV, TensorV, PaddingV, ParamV, PerTokenV, DatasetV)):
                 return _BoundMethod(base, attr)
             return None
         if isinstance(node, cst.Call):

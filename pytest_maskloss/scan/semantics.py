@@ -16,9 +16,10 @@ from pytest_maskloss.scan.hub import HubSemantics
 from pytest_maskloss.scan.interpreter import Interpreter
 from pytest_maskloss.scan.syntax import call_arg, kw_literal, returns_only_none, sets_supports_masking
 from pytest_maskloss.scan.values import (
-    MASKED, NONE, UNKNOWN, ClassRef, CompileFact, Const, DictV, EvalV, ExpFact, FitFact, HistoryDictV,
-    HistoryV, LayerV, ListV, Loc, LossV, ModelV, PaddingV, ParamV, PerTokenV, Qual, ReductionV,
-    ReportedLossV, Str, TensorV, _BoundMethod, apply_layer, is_truthy_literal, merge, tensor_of,
+    MASKED, NONE, UNKNOWN, ClassRef, CompileFact, Const, DatasetV, DictV, EvalV, ExpFact, FitFact,
+    FuncRef, HistoryDictV, HistoryV, LayerV, ListV, Loc, LossV, ModelV, PaddingV, ParamV, PerTokenV,
+    Qual, ReductionV, ReportedLossV, Str, TensorV, _BoundMethod, apply_layer, is_truthy_literal,
+    merge, tensor_of,
 )
 
 
@@ -97,9 +98,12 @@ class KerasSemantics(HubSemantics, Interpreter):
             return None
         if name in ("fit", "fit_generator", "evaluate", "evaluate_generator", "train_on_batch", "test_on_batch"):
             sw = call_arg(call, None, "sample_weight")
+            x = call_arg(call, 0, "x")
             self.eval_args(call, env)
-            if sw is None and model.task is not None:  # a KerasHub task's preprocessor weights
-                self.fits.append(FitFact(self.loc(call), name, model, None, None))
+            if sw is None and x is not None and getattr(self.eval(x, env), "padding_weights", False):
+                self.fits.append(FitFact(self.loc(call), name, model, PaddingV(), x, len(model.compiles), from_dataset=True))
+            elif sw is None and model.task is not None:  # a KerasHub task's preprocessor weights
+                self.fits.append(FitFact(self.loc(call), name, model, None, None, len(model.compiles)))
             if sw is not None:
                 self.fits.append(FitFact(self.loc(call), name, model, self.eval(sw, env), sw))
             if name.startswith("fit"):
@@ -126,6 +130,13 @@ class KerasSemantics(HubSemantics, Interpreter):
             return base
         if isinstance(base, EvalV):
             return None
+        if isinstance(base, DatasetV):
+            if name == "map":
+                fn = self.eval(call_arg(call, 0, "map_func"), env) if call_arg(call, 0, "map_func") is not None else None
+                ret = fn.returns() if isinstance(fn, FuncRef) else None
+                if isinstance(ret, ListV) and len(ret.items) == 3 and isinstance(ret.items[2], PaddingV):
+                    return DatasetV(True)
+            return DatasetV(base.padding_weights)
         return None
 
     def loss_items(self, value, node):
@@ -153,6 +164,9 @@ class KerasSemantics(HubSemantics, Interpreter):
             if value is not None:
                 return value
         all_leaves = q.leaves()
+        if q.under("tensorflow.data"):
+            self.eval_args(call, env)
+            return DatasetV()
         if all_leaves & K.EXP_FUNCS and q.under("math", "numpy", "tensorflow", "torch", "jax", "jax.numpy", "scipy", "keras"):
             arg = call_arg(call, 0, "x")
             value = self.eval(arg, env) if arg is not None else None

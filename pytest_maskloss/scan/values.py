@@ -323,6 +323,15 @@ class PaddingV:
 
 
 @dataclass(eq=False)
+class DatasetV:
+    """A ``tf.data`` dataset; ``padding_weights``: its elements are ``(x, y, sample_weight)`` with
+    the weights computed from a padding comparison (``dataset.map(f)``, ``f`` returning
+    ``features, labels, labels != 0``)."""
+
+    padding_weights: bool = False
+
+
+@dataclass(eq=False)
 class SelfV:
     cls: ClassRef
 
@@ -410,7 +419,9 @@ class FitFact:
     method: str
     model: object
     sample_weight: object
-    sw_node: cst.CSTNode
+    sw_node: cst.CSTNode | None
+    compiles_before: int = 0  # how many compile calls the model had when this ran
+    from_dataset: bool = False  # the weights are the third element of a tf.data dataset's batches
 
 
 @dataclass(eq=False)

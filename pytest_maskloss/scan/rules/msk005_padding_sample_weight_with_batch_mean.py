@@ -15,7 +15,8 @@ class SampleWeightPaddingWithBatchMean(Rule):
     ## What it does
     Finds `fit`, `evaluate`, `train_on_batch` and `test_on_batch` calls whose `sample_weight=`
     looks like padding (a comparison such as `y != 0`, `not_equal`, `greater`,
-    `sequence_mask`, anything cast from one, or a name containing `mask` or `pad`), on a
+    `sequence_mask`, anything cast from one, or a name containing `mask` or `pad`), or whose
+    data is a `tf.data` dataset mapped by a function that returns `(x, y, y != 0)`, on a
     model without a mask of its own, whose loss has the default reduction
     (`sum_over_batch_size`; an explicit other reduction silences the rule).
 
@@ -83,6 +84,21 @@ import keras_hub
 lm = keras_hub.models.GPT2CausalLM(backbone=backbone)
 lm.fit(token_ids, labels)
 """,
+        """
+import keras_hub
+lm = keras_hub.models.GemmaCausalLM.from_preset("gemma_2b_en")
+lm.compile(sampler="top_k")
+lm.generate("What should I do on a trip to Europe?")
+""",
+        """
+import tensorflow as tf
+def pairs(x, y):
+    return x, y
+ds = tf.data.Dataset.from_tensor_slices((x, y)).map(pairs).batch(32)
+model = tf.keras.Sequential([tf.keras.layers.Embedding(10, 4), tf.keras.layers.Dense(3)])
+model.compile(loss="sparse_categorical_crossentropy")
+model.fit(ds)
+""",
     ]
     INVALID = [
         Invalid(
@@ -118,6 +134,27 @@ model.compile(loss=pytest_maskloss.keras.MaskedLoss("sparse_categorical_crossent
 model.evaluate(x, y, sample_weight=padding_mask)
 """,
         ),
+        Invalid(  # the weights come from the tf.data pipeline
+            code="""
+import tensorflow as tf
+def with_weights(x, y):
+    return x, y, y != 0
+ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32).map(with_weights)
+model = tf.keras.Sequential([tf.keras.layers.Embedding(10, 4), tf.keras.layers.Dense(3)])
+model.compile(loss="sparse_categorical_crossentropy")
+model.fit(ds, epochs=2)
+""",
+            fixed="""
+import tensorflow as tf
+import pytest_maskloss.keras
+def with_weights(x, y):
+    return x, y, y != 0
+ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32).map(with_weights)
+model = tf.keras.Sequential([tf.keras.layers.Embedding(10, 4), tf.keras.layers.Dense(3)])
+model.compile(loss=pytest_maskloss.keras.MaskedLoss("sparse_categorical_crossentropy"))
+model.fit(ds, epochs=2)
+""",
+        ),
         Invalid(  # never compiled: Task.__init__ compiled the default loss
             code="""
 import keras_nlp
@@ -150,10 +187,12 @@ lm.compile(optimizer=keras.optimizers.AdamW(5e-5), loss=keras.losses.SparseCateg
 lm.fit(ds)
 """,
         ),
-        Invalid(
+        Invalid(  # compile(sampler=...) before generate is not reported; the compile before fit is
             code="""
 import keras_hub
 seq2seq = keras_hub.models.BartSeq2SeqLM.from_preset("bart_base_en")
+seq2seq.compile(sampler="greedy")
+seq2seq.generate(prompts)
 seq2seq.compile(optimizer="adam")
 seq2seq.fit(pairs)
 """,
@@ -161,6 +200,8 @@ seq2seq.fit(pairs)
 import keras
 import keras_hub
 seq2seq = keras_hub.models.BartSeq2SeqLM.from_preset("bart_base_en")
+seq2seq.compile(sampler="greedy")
+seq2seq.generate(prompts)
 seq2seq.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight"))
 seq2seq.fit(pairs)
 """,
@@ -196,7 +237,8 @@ seq2seq.fit(pairs)
                 )
             yield Raw(
                 Loc(an, fact.loc.unit, fact.sw_node, fact.loc.top),
-                f"padding passed as sample_weight to {fact.method}() with a sum_over_batch_size loss: "
+                f"padding passed as sample_weight to {fact.method}()"
+                f"{' (the third element of the tf.data batches)' if fact.from_dataset else ''} with a sum_over_batch_size loss: "
                 f"the weights zero the padding but the divisor still counts it (every Keras version), "
                 f"so the reported loss shrinks with padding; use {REDUCTION} "
                 f"(Keras >= 3.7) or a masked loss",
@@ -213,37 +255,40 @@ _TASK_WHY = (
 
 
 def _task_findings(an):
-    """KerasHub language-model tasks: at a compile with the default (or a sum_over_batch_size)
-    loss; at fit/evaluate when the task was never compiled here (Task.__init__ compiled it)."""
-    for c in an.compiles:
-        task = c.model.task
-        if task is None or not task[1]:
+    """KerasHub language-model tasks, for each fit/evaluate: at the compile in force then when it
+    keeps the default loss (or another sum_over_batch_size loss), at the fit itself when the
+    code never compiled the task (Task.__init__ did). A compile followed by no fit (e.g.
+    ``compile(sampler=...)`` before ``generate``) is not reported."""
+    for fact in an.fits:
+        model = fact.model
+        if fact.sw_node is not None or not isinstance(model, ModelV) or model.task is None:
             continue
+        kind, has_pre, compiled = model.task
+        if not has_pre:
+            continue
+        if fact.compiles_before == 0:
+            if compiled:
+                yield Raw(fact.loc, f"{model.name}.{fact.method}() with the loss Task.__init__ compiled "
+                          f"(SparseCategoricalCrossentropy(from_logits=True), sum_over_batch_size): {_TASK_WHY}; "
+                          f"compile first with loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, "
+                          f"{REDUCTION}) (Keras >= 3.7)", "error")
+            continue
+        c = model.compiles[fact.compiles_before - 1]
         if not c.losses or (len(c.losses) == 1 and isinstance(c.losses[0][0], Str) and c.losses[0][0].value == "auto"):
-            yield Raw(c.loc, f"{c.model.name}.compile() keeps the default loss, SparseCategoricalCrossentropy(from_logits=True) "
+            yield Raw(c.loc, f"{model.name}.compile() keeps the default loss, SparseCategoricalCrossentropy(from_logits=True) "
                       f"with reduction sum_over_batch_size: {_TASK_WHY}; pass loss=keras.losses.SparseCategoricalCrossentropy("
                       f"from_logits=True, {REDUCTION}) (Keras >= 3.7)", "error")
             continue
         for value, node in c.losses:
             if (isinstance(value, LossV) and value.kind == "stock" and value.reduction in (None, "sum_over_batch_size", "auto")) \
                     or (isinstance(value, Str) and value.value != "auto"):
-                loc = Loc(an, c.loc.unit, node, c.loc.top)
+                loc = Loc(c.loc.module, c.loc.unit, node, c.loc.top)
                 fix = None
                 if isinstance(value, LossV) and value.reduction is None and value.call_node is node and an.target.has_mean_with_sample_weight:
                     fix = make_fix(f"add {REDUCTION} to the loss (changes the reported value: unsafe)",
                                    lambda loc=loc: [edits.replace_edit(loc, _with_reduction(loc))])
-                yield Raw(loc, f"{c.model.name} compiled with a sum_over_batch_size loss: {_TASK_WHY}; use {REDUCTION} "
-                          f"(Keras >= 3.7)", "error", fix)
-    for fact in an.fits:
-        model = fact.model
-        if fact.sw_node is not None or not isinstance(model, ModelV) or model.task is None:
-            continue
-        kind, has_pre, compiled = model.task
-        if has_pre and compiled and not model.compiles:
-            yield Raw(fact.loc, f"{model.name}.{fact.method}() with the loss Task.__init__ compiled "
-                      f"(SparseCategoricalCrossentropy(from_logits=True), sum_over_batch_size): {_TASK_WHY}; "
-                      f"compile first with loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, "
-                      f"{REDUCTION}) (Keras >= 3.7)", "error")
+                yield Raw(loc, f"{model.name} compiled with a sum_over_batch_size loss, then {fact.method}(): {_TASK_WHY}; "
+                          f"use {REDUCTION} (Keras >= 3.7)", "error", fix)
 
 
 def _looks_like_padding(value, node) -> bool:
