@@ -342,7 +342,7 @@ def _exports(an: A.ModuleAnalysis) -> bool:
     or a helper that compiles or fits the model it is given?"""
     helper = any(".compile(" in u.text or ".fit(" in u.text for u in an.units)
     for value in an.globals.vars.values():
-        if helper and isinstance(value, V.FuncRef) and value.node.params.params:
+        if helper and isinstance(value, V.FuncRef) and _compiles_a_parameter(value.node):
             return True
         if isinstance(value, (V.ModelV, V.ClassRef)):
             return True
@@ -350,6 +350,23 @@ def _exports(an: A.ModuleAnalysis) -> bool:
             return True
         if isinstance(value, V.LayerV):
             return True
+    return False
+
+
+def _compiles_a_parameter(fn) -> bool:
+    """Does the function call ``compile``/``fit``/``evaluate`` on one of its parameters
+    (``def compile_model(model): model.compile(...)``)?"""
+    params = {p.name.value for p in fn.params.params}
+    if not params:
+        return False
+    stack = [fn.body]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) \
+                and node.func.attr.value in ("compile", "fit", "evaluate") \
+                and isinstance(node.func.value, cst.Name) and node.func.value.value in params:
+            return True
+        stack.extend(node.children)
     return False
 
 

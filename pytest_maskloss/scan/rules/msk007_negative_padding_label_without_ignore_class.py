@@ -154,6 +154,17 @@ def _sparse_without_ignore_class(value) -> str | None:
 _PAD_KEYWORDS = ("pad", "fill", "constant_values", "value")
 
 
+def _text(node) -> str | None:
+    """The value of a plain string literal, else None (never raises on odd literals)."""
+    if not isinstance(node, cst.SimpleString):
+        return None
+    try:
+        value = node.evaluated_value
+    except Exception:  # noqa: BLE001 - libcst evaluates with literal_eval
+        return None
+    return value if isinstance(value, str) else None
+
+
 def _negative(node) -> int | None:
     if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus) and isinstance(node.expression, cst.Integer):
         try:
@@ -172,20 +183,17 @@ def _scan_module(an):
             target = node.targets[0].target if node.targets else None
             if isinstance(target, cst.Subscript):
                 key = target.slice[0].slice if len(target.slice) == 1 else None
-                value = getattr(key, "value", None)
-                if isinstance(value, cst.SimpleString) and value.evaluated_value == "KERAS_BACKEND":
-                    if isinstance(node.value, cst.SimpleString):
-                        found["backend"] = _BACKENDS.get(str(node.value.evaluated_value).lower())
+                if _text(getattr(key, "value", None)) == "KERAS_BACKEND":
+                    found["backend"] = _BACKENDS.get((_text(node.value) or "").lower())
                 elif _negative(node.value) is not None and found["negative"] is None:
                     found["negative"] = _negative(node.value)
 
         def visit_Call(self, node):
             func = node.func
-            leaf = func.attr.value if isinstance(func, cst.Attribute) else getattr(func, "value", "")
+            leaf = func.attr.value if isinstance(func, cst.Attribute) else (func.value if isinstance(func, cst.Name) else "")
             args = list(node.args)
-            if leaf == "setdefault" and len(args) >= 2 and isinstance(args[0].value, cst.SimpleString) \
-                    and args[0].value.evaluated_value == "KERAS_BACKEND" and isinstance(args[1].value, cst.SimpleString):
-                found["backend"] = _BACKENDS.get(str(args[1].value.evaluated_value).lower())
+            if leaf == "setdefault" and len(args) >= 2 and _text(args[0].value) == "KERAS_BACKEND":
+                found["backend"] = _BACKENDS.get((_text(args[1].value) or "").lower())
             for i, arg in enumerate(args):
                 n = _negative(arg.value)
                 if n is None or found["negative"] is not None:
