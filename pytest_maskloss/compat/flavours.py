@@ -113,6 +113,72 @@ def has_mean_with_sample_weight(flavour: str | None, version: tuple[int, ...] | 
     return None
 
 
+def attention_clears_input_masks(flavour: str | None, version: tuple[int, ...] | None) -> bool | None:
+    """Does ``MultiHeadAttention`` clear the Keras mask of the tensors it is given as query,
+    value and key (so a residual ``Add()([x, attention(x, x)])`` sees an unmasked ``x``)?
+
+    Keras 3.8.0 to 3.15.1: yes, without a warning (measured; the attention output keeps the
+    query's mask). Keras 3.6 and tf_keras / tf.keras keep the masks. Keras 3 of an unknown
+    minor version: undecided.
+    """
+    if flavour in KERAS2_FLAVOURS:
+        return False
+    if flavour == KERAS3 and version and len(version) >= 2:
+        return version[:2] >= (3, 8)
+    return None
+
+
+def merge_drops_mask_of_partly_masked_inputs(flavour: str | None, version: tuple[int, ...] | None) -> bool | None:
+    """Does a merge layer (``Add``, ``Concatenate``, ...) given a masked and an unmasked input
+    drop the mask?
+
+    Keras 3: yes (3.4 and later combine masks only when every input has one, measured on
+    3.15.1; 3.0 to 3.3 never propagate a mask through a merge, read). tf.keras and tf_keras:
+    no, the masked inputs' masks are kept.
+    """
+    if flavour in KERAS2_FLAVOURS:
+        return False
+    if flavour == KERAS3:
+        return True
+    return None
+
+
+def merge_drops_mask_of_masked_inputs(flavour: str | None, version: tuple[int, ...] | None) -> bool:
+    """Does a merge of inputs that all carry a mask drop it? Only Keras 3.0 to 3.3 (read)."""
+    return bool(flavour == KERAS3 and version and len(version) >= 2 and version[:2] < (3, 4))
+
+
+def ignore_class_divides_by_real_tokens(flavour: str | None, version: tuple[int, ...] | None) -> bool | None:
+    """Does ``SparseCategoricalCrossentropy(ignore_class=<pad>)`` with the default reduction
+    give each batch the mean over its real tokens, even where a stock loss on a masked output
+    counts padding (tf.keras before 2.11)?
+
+    tf.keras 2.10 (where ``ignore_class`` first exists): yes, the loss rescales by its own mask
+    (measured 2.2019911, the batch-weighted mean of masked batch means, where the stock loss
+    reports 1.3765111). tf.keras >= 2.11, tf_keras and Keras 3: yes (Σ l·w·m / Σ m). Before
+    2.10 there is no ``ignore_class``.
+    """
+    if flavour in (KERAS3, TF_KERAS):
+        return True
+    if flavour == TF_DOT_KERAS and version:
+        return version[:2] >= (2, 10)
+    return None
+
+
+def negative_labels_scored_zero(flavour: str | None, backend: str | None) -> bool | None:
+    """Are negative padding labels (``-100``, ``-1``) given to a sparse cross-entropy without
+    ``ignore_class`` scored 0 while the divisor still counts them?
+
+    Keras 3 on JAX and PyTorch: yes (3.15.1 measured: 1.096396 reported vs 1.754234 token
+    mean). On TensorFlow they raise an error instead (every flavour), so nothing is misreported.
+    """
+    if flavour in KERAS2_FLAVOURS or backend == TENSORFLOW:
+        return False
+    if backend in (JAX, TORCH):
+        return True if flavour in (KERAS3, None) else False
+    return None
+
+
 def mask_zero_index(flavour: str | None) -> tuple[int, ...]:
     """Positions ``Embedding``'s ``mask_zero`` may take as a positional argument (0-based).
 

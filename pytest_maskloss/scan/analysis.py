@@ -42,5 +42,5 @@ class ModuleAnalysis(KerasSemantics):
             self.done = True
         return self
 
-    def record_drop(self, layer: LayerV, t: TensorV) -> None:
-        self.drops.setdefault(id(layer.loc.node), DropFact(layer, t.sources))
+    def record_drop(self, layer: LayerV, t: TensorV, reason: str = "unsupported") -> None:
+        self.drops.setdefault(id(layer.loc.node), DropFact(layer, t.sources, reason))

@@ -27,6 +27,7 @@ PARSE_CODE = "MSK900"
 # substring tests on the raw bytes (memchr speed); the tokens are ASCII, so any ASCII-compatible
 # source encoding works.
 _TOKENS = (b"compute_mask", b"supports_masking", b"y_pred", b"mask_zero")
+_HUB_TASKS = (b"CausalLM", b"MaskedLM", b"Seq2SeqLM")  # KerasHub tasks: MSK005 needs a fit/evaluate
 _NOQA = re.compile(r"#\s*noqa(?::\s*([A-Za-z]+\d+(?:[\s,]+[A-Za-z]+\d+)*))?", re.I)
 _FILE_NOQA = re.compile(r"^\s*#\s*maskloss:\s*noqa(?::\s*([A-Za-z]+\d+(?:[\s,]+[A-Za-z]+\d+)*))?\s*$", re.I | re.M)
 
@@ -44,6 +45,8 @@ def prefilter(data) -> bool:
             return True
     # Embedding/Masking only from Keras (a PyTorch nn.Embedding file is not parsed)
     if (b"Embedding" in data or b"Masking" in data) and (b"keras" in data or b"tensorflow" in data):
+        return True
+    if any(t in data for t in _HUB_TASKS) and (b".fit(" in data or b".evaluate(" in data or b"_on_batch(" in data):
         return True
     if b"__call__" in data and b"Loss" in data:
         return True
@@ -195,24 +198,25 @@ class Scanner:
             f = self._error_finding(path, line, col, cell, msg)
             if self._keep(an, f, unit):
                 findings.append(f)
-        findings.extend(self.findings_of(an))
+        importers = []
         if index is not None and self.settings.link and _exports(an):
-            for other in index.importers(path):
-                if other in self.settings.scan_set:
-                    continue
-                oan = index.analysis(other)
-                if oan is None:
-                    continue
-                for f in self.findings_of(oan):
-                    if self.display(path) in f.related:
-                        findings.append(f)
+            # run the importers first: a helper defined here (``compile_model(model)``) records
+            # its facts here when they call it with their models
+            importers = [(other, index.analysis(other, force=True)) for other in index.importers(path)]
+        findings.extend(self.findings_of(an))
+        for other, oan in importers:
+            if other in self.settings.scan_set or oan is None:
+                continue
+            for f in self.findings_of(oan):
+                if self.display(path) in f.related:
+                    findings.append(f)
         return FileResult(path, findings, parsed=True)
 
     def findings_of(self, an: A.ModuleAnalysis) -> list[Finding]:
         cached = an.__dict__.get("_findings")
         if cached is not None:
             return cached
-        out = []
+        out, seen = [], set()
         for rule in R.RULES:
             try:
                 raws = list(rule.check(an))
@@ -220,7 +224,10 @@ class Scanner:
                 continue
             for raw in raws:
                 f = self._finding(raw, rule)
-                if f is not None and self._keep(raw.loc.module, f, raw.loc.unit):
+                # a function run once per set of call arguments can yield one finding per call
+                where = f and (f.code, f.path, f.cell, f.line, f.col, f.end_line, f.end_col)
+                if f is not None and where not in seen and self._keep(raw.loc.module, f, raw.loc.unit):
+                    seen.add(where)
                     out.append(f)
         an.__dict__["_findings"] = out
         return out
@@ -331,14 +338,35 @@ def _provides(data: bytes) -> bool:
 
 
 def _exports(an: A.ModuleAnalysis) -> bool:
-    """Does this module define something another module could compile, fit or use as a loss?"""
+    """Does this module define something another module could compile, fit or use as a loss,
+    or a helper that compiles or fits the model it is given?"""
+    helper = any(".compile(" in u.text or ".fit(" in u.text for u in an.units)
     for value in an.globals.vars.values():
+        if helper and isinstance(value, V.FuncRef) and _compiles_a_parameter(value.node):
+            return True
         if isinstance(value, (V.ModelV, V.ClassRef)):
             return True
         if isinstance(value, V.FuncRef) and isinstance(value.returns(), (V.ModelV, V.ReductionV, V.FuncRef, V.LayerV)):
             return True
         if isinstance(value, V.LayerV):
             return True
+    return False
+
+
+def _compiles_a_parameter(fn) -> bool:
+    """Does the function call ``compile``/``fit``/``evaluate`` on one of its parameters
+    (``def compile_model(model): model.compile(...)``)?"""
+    params = {p.name.value for p in fn.params.params}
+    if not params:
+        return False
+    stack = [fn.body]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) \
+                and node.func.attr.value in ("compile", "fit", "evaluate") \
+                and isinstance(node.func.value, cst.Name) and node.func.value.value in params:
+            return True
+        stack.extend(node.children)
     return False
 
 

@@ -14,40 +14,16 @@ import os
 
 import libcst as cst
 
+from pytest_maskloss.scan.calls import Env, FunctionRunner
 from pytest_maskloss.scan.syntax import call_arg, dotted, int_of
 from pytest_maskloss.scan.values import (
-    MASKED, NONE, UNKNOWN, ClassRef, Const, DictV, EvalV, FuncRef, HistoryDictV, HistoryV, LayerV,
+    MASKED, NONE, UNKNOWN, ClassRef, Const, DatasetV, DictV, EvalV, FuncRef, HistoryDictV, HistoryV, LayerV,
     ListV, Loc, ModelV, ModuleRef, PaddingV, ParamV, PerTokenV, Qual, ReportedLossV, SelfV, Str,
     TensorV, _BoundMethod, _ModelMethod, apply_layer, merge, tensor_of,
 )
 
 
-class Env:
-    __slots__ = ("vars", "parent", "func")
-
-    def __init__(self, parent=None, func=None):
-        self.vars = {}
-        self.parent = parent
-        self.func = func
-
-    def get(self, name):
-        env = self
-        while env is not None:
-            if name in env.vars:
-                return env.vars[name]
-            env = env.parent
-        return None
-
-    def has(self, name):
-        env = self
-        while env is not None:
-            if name in env.vars:
-                return True
-            env = env.parent
-        return False
-
-
-class Interpreter:
+class Interpreter(FunctionRunner):
     """Abstract interpretation of the parsed units of one file (a file, or the code cells of a
     notebook), which share one global environment."""
 
@@ -106,6 +82,14 @@ class Interpreter:
 
     def instantiate(self, ref, call, env):
         self.eval_args(call, env)
+
+    def call_layer(self, layer, call, env):
+        """A layer applied to its inputs: what it does to their mask (the first input: positional,
+        ``inputs=`` or keras-hub's ``decoder_sequence=``)."""
+        arg = call_arg(call, 0, "inputs") or call_arg(call, None, "decoder_sequence")
+        value = self.eval(arg, env) if arg is not None else None
+        self.eval_args(call, env)
+        return apply_layer(layer, tensor_of(value) if value is not None else TensorV(UNKNOWN), self.loc(call))
 
     # -- statements ------------------------------------------------------------------
     def exec_block(self, body, env) -> None:
@@ -257,30 +241,6 @@ class Interpreter:
         env.vars[stmt.name.value] = ref
         self.classes.append(ref)
 
-    def run_function(self, ref: FuncRef, first_param=None):
-        if self._depth > 30:
-            return None
-        self._depth += 1
-        saved, saved_top, saved_memo = self.unit, self.top, self._memo
-        self._memo, self.unit, self.top = {}, ref.unit, ref.top
-        try:
-            env = Env(parent=self.globals, func=ref)
-            params = list(ref.node.params.posonly_params) + list(ref.node.params.params)
-            if ref.cls is not None and params:
-                env.vars[params[0].name.value] = SelfV(ref.cls)
-                params = params[1:]
-            for i, p in enumerate(params):
-                env.vars[p.name.value] = first_param if (i == 0 and first_param is not None) else ParamV(p.name.value)
-            for p in ref.node.params.kwonly_params:
-                env.vars[p.name.value] = ParamV(p.name.value)
-            body = ref.node.body.body
-            if isinstance(body, (list, tuple)):
-                self.exec_block(body, env)
-            return env.vars.get("<return>")
-        finally:
-            self.unit, self.top, self._memo = saved, saved_top, saved_memo
-            self._depth -= 1
-
     # -- expressions -----------------------------------------------------------------
     def lookup(self, name: str, env):
         value = env.get(name)
@@ -343,7 +303,7 @@ class Interpreter:
                 return base.analysis.globals.get(attr)
             if isinstance(base, ClassRef):
                 return None
-            if isinstance(base, (HistoryDictV, EvalV, ReportedLossV, TensorV, PaddingV, ParamV, PerTokenV)):
+            if isinstance(base, (HistoryDictV, EvalV, ReportedLossV, TensorV, PaddingV, ParamV, PerTokenV, DatasetV)):
                 return _BoundMethod(base, attr)
             return None
         if isinstance(node, cst.Call):
@@ -476,17 +436,15 @@ class Interpreter:
         if isinstance(func, Qual):
             return self.qual_call(func, call, env)
         if isinstance(func, LayerV):
-            arg = call_arg(call, 0, "inputs")
-            value = self.eval(arg, env) if arg is not None else None
-            self.eval_args(call, env)
-            return apply_layer(func, tensor_of(value) if value is not None else TensorV(UNKNOWN), self.loc(call))
+            return self.call_layer(func, call, env)
         if isinstance(func, ModelV):
             arg = call_arg(call, 0, "inputs")
             value = self.eval(arg, env) if arg is not None else None
             return apply_layer(func, tensor_of(value) if value is not None else TensorV(UNKNOWN))
         if isinstance(func, FuncRef):
+            bound = self.bind_call(func, call, env)
             self.eval_args(call, env)
-            return func.returns()
+            return func.returns_with(bound) if bound else func.returns()
         if isinstance(func, ClassRef):
             return self.instantiate(func, call, env)
         if func is None and isinstance(call.func, cst.Name) and call.func.value in ("float", "np_float", "round", "min", "max", "list", "sum"):

@@ -99,3 +99,38 @@ PER_TOKEN_OPS = {
 }
 REDUCTIONS = {"reduce_mean", "reduce_sum", "mean", "sum"}
 EXP_FUNCS = {"exp"}
+
+# --- KerasHub / keras_nlp (read in keras-hub 0.32.0's sources; keras_nlp is its old name) ----
+HUB_PACKAGES = ("keras_hub", "keras_nlp")
+# layers that make a mask when given mask_zero=True (TokenAndPositionEmbedding sets its token
+# embedding's mask on the sum)
+HUB_MASK_MAKERS = {"TokenAndPositionEmbedding", "ReversibleEmbedding"}
+# supports_masking = True without compute_mask: the output carries the first input's mask
+HUB_MASK_PASSERS = {"TransformerEncoder", "TransformerDecoder"}
+# a new tensor without a mask (position encodings, the masked-LM head's per-position logits)
+HUB_UNMASKED = {"PositionEmbedding", "SinePositionEncoding", "RotaryEmbedding", "MaskedLMHead", "AlibiBias"}
+# no mask support: Keras 3 destroys the mask (with a warning)
+HUB_MASK_DROPPERS = {"FNetEncoder"}
+# MultiHeadAttention and its subclasses clear their inputs' masks (Keras >= 3.8, see
+# compat.flavours.attention_clears_input_masks)
+ATTENTION_CLEARING = {"MultiHeadAttention", "CachedMultiHeadAttention"}
+# KerasHub language-model tasks: compiled by __init__ with a sum_over_batch_size
+# SparseCategoricalCrossentropy; their preprocessors pass the padding as sample_weight
+HUB_TASKS = ("CausalLM", "MaskedLM", "Seq2SeqLM")
+
+
+def hub_name(qname: str) -> str | None:
+    """The dotted name below the package for a KerasHub / keras_nlp name
+    (``keras_nlp.models.GPT2CausalLM.from_preset`` -> ``models.GPT2CausalLM.from_preset``)."""
+    for package in HUB_PACKAGES:
+        if qname.startswith(package + "."):
+            return qname[len(package) + 1:]
+    return None
+
+
+def hub_task(leaf: str) -> str | None:
+    """``"CausalLM"`` for ``GPT2CausalLM``, ``"MaskedLM"`` for ``BertMaskedLM``, ..."""
+    for kind in HUB_TASKS:
+        if leaf.endswith(kind):
+            return kind
+    return None

@@ -41,6 +41,7 @@ class ProjectIndex:
         self._texts: dict[str, str] = {}
         self._module_paths: dict[tuple[str, str], str | None] = {}
         self._depth = 0
+        self._forced: set[str] = set()
 
     # -- module names ------------------------------------------------------------------
     def module_name(self, path: str) -> str:
@@ -76,15 +77,19 @@ class ProjectIndex:
     # -- analyses ----------------------------------------------------------------------
     MAX_DEPTH = 4  # how deep a chain of project imports is followed
 
-    def analysis(self, path: str):
+    def analysis(self, path: str, force: bool = False):
+        """``force``: parse the file even if the prefilter rules it out (an importer found by
+        ``importers``, which may only call a helper of the imported module)."""
         path = os.path.abspath(path)
-        if path in self._analyses:
+        if path in self._analyses and not (force and self._analyses[path] is None and path not in self._forced):
             an = self._analyses[path]
         else:
             if self._depth >= self.MAX_DEPTH:
                 return None
             self._analyses[path] = None  # guard against import cycles
-            an = self._loader(path, self)
+            if force:
+                self._forced.add(path)
+            an = self._loader(path, self, force)
             self._analyses[path] = an
         if an is not None and not an.done and not an.running:
             self._depth += 1
@@ -100,7 +105,7 @@ class ProjectIndex:
     def resolve(self, qname: str, from_path: str, base_class: bool = False):
         """The value a dotted name imported from a project module has there (a ``ModuleRef``
         for a module), or None."""
-        from pytest_maskloss.scan.values import ModuleRef
+        from pytest_maskloss.scan.values import ModuleRef, Qual
 
         parts = qname.split(".")
         if parts[0] in _NOT_PROJECT:
@@ -122,7 +127,9 @@ class ProjectIndex:
                 return ModuleRef(an)
             value = an.globals.get(rest[0])
             if len(rest) > 1:
-                return None
+                # ``keras`` re-exported by a project module (``from .compat import keras``):
+                # ``compat.keras.layers.Embedding`` is ``tensorflow.keras.layers.Embedding``
+                return value.attr(".".join(rest[1:])) if isinstance(value, Qual) else None
             return value
         return None
 

@@ -12,16 +12,18 @@ from __future__ import annotations
 import libcst as cst
 
 from pytest_maskloss.scan import kerasnames as K
+from pytest_maskloss.scan.hub import HubSemantics
 from pytest_maskloss.scan.interpreter import Interpreter
 from pytest_maskloss.scan.syntax import call_arg, kw_literal, returns_only_none, sets_supports_masking
 from pytest_maskloss.scan.values import (
-    NONE, UNKNOWN, ClassRef, CompileFact, Const, DictV, EvalV, ExpFact, FitFact, HistoryDictV,
-    HistoryV, LayerV, ListV, Loc, LossV, ModelV, PaddingV, ParamV, PerTokenV, Qual, ReductionV,
-    ReportedLossV, Str, TensorV, _BoundMethod, is_truthy_literal, tensor_of,
+    MASKED, NONE, UNKNOWN, ClassRef, CompileFact, Const, DatasetV, DictV, EvalV, ExpFact, FitFact,
+    FuncRef, HistoryDictV, HistoryV, LayerV, ListV, Loc, LossV, ModelV, PaddingV, ParamV, PerTokenV,
+    Qual, ReductionV, ReportedLossV, Str, TensorV, _BoundMethod, apply_layer, is_truthy_literal,
+    merge, tensor_of,
 )
 
 
-class KerasSemantics(Interpreter):
+class KerasSemantics(HubSemantics, Interpreter):
     """The interpreter with Keras's meaning of calls and classes. Records facts on
     ``self.compiles``, ``self.fits``, ``self.exps`` (and, through ``apply_layer``, drops)."""
 
@@ -96,7 +98,12 @@ class KerasSemantics(Interpreter):
             return None
         if name in ("fit", "fit_generator", "evaluate", "evaluate_generator", "train_on_batch", "test_on_batch"):
             sw = call_arg(call, None, "sample_weight")
+            x = call_arg(call, 0, "x")
             self.eval_args(call, env)
+            if sw is None and x is not None and getattr(self.eval(x, env), "padding_weights", False):
+                self.fits.append(FitFact(self.loc(call), name, model, PaddingV(), x, len(model.compiles), from_dataset=True))
+            elif sw is None and model.task is not None:  # a KerasHub task's preprocessor weights
+                self.fits.append(FitFact(self.loc(call), name, model, None, None, len(model.compiles)))
             if sw is not None:
                 self.fits.append(FitFact(self.loc(call), name, model, self.eval(sw, env), sw))
             if name.startswith("fit"):
@@ -123,6 +130,13 @@ class KerasSemantics(Interpreter):
             return base
         if isinstance(base, EvalV):
             return None
+        if isinstance(base, DatasetV):
+            if name == "map":
+                fn = self.eval(call_arg(call, 0, "map_func"), env) if call_arg(call, 0, "map_func") is not None else None
+                ret = fn.returns() if isinstance(fn, FuncRef) else None
+                if isinstance(ret, ListV) and len(ret.items) == 3 and isinstance(ret.items[2], PaddingV):
+                    return DatasetV(True)
+            return DatasetV(base.padding_weights)
         return None
 
     def loss_items(self, value, node):
@@ -144,7 +158,15 @@ class KerasSemantics(Interpreter):
             return LossV("masked", sorted(q.leaves())[0], self.loc(call))
         if leaves:
             return self.keras_call(q, leaves, call, env)
+        hub = next((h for n in sorted(q.names) if (h := K.hub_name(n)) is not None), None)
+        if hub is not None:
+            value = self.hub_call(hub, call, env)
+            if value is not None:
+                return value
         all_leaves = q.leaves()
+        if q.under("tensorflow.data"):
+            self.eval_args(call, env)
+            return DatasetV()
         if all_leaves & K.EXP_FUNCS and q.under("math", "numpy", "tensorflow", "torch", "jax", "jax.numpy", "scipy", "keras"):
             arg = call_arg(call, 0, "x")
             value = self.eval(arg, env) if arg is not None else None
@@ -227,7 +249,11 @@ class KerasSemantics(Interpreter):
         if leaves & K.LOSS_CLASSES and is_loss_ns:
             self.eval_args(call, env)
             name = sorted(leaves & K.LOSS_CLASSES)[0]
-            return LossV("stock", name, self.loc(call), kw_literal(call, "reduction"), None, call)
+            ignore = call_arg(call, None, "ignore_class")
+            ignore = None if ignore is None else (self.eval(ignore, env) if isinstance(ignore, (cst.Integer, cst.UnaryOperation, cst.Name)) else "?")
+            if isinstance(ignore, Const) and ignore.value is None:
+                ignore = None
+            return LossV("stock", name, self.loc(call), kw_literal(call, "reduction"), None, call, ignore if ignore is not None else None)
         if leaves & K.LOSS_FUNCTIONS and is_loss_ns:
             self.eval_args(call, env)
             return PerTokenV()
@@ -246,7 +272,7 @@ class KerasSemantics(Interpreter):
             arg = call_arg(call, 0, "inputs")
             value = self.eval(arg, env) if arg is not None else None
             self.eval_args(call, env)
-            return tensor_of(value) if value is not None else TensorV(UNKNOWN)
+            return self.merge_inputs(LayerV("merge", sorted(leaves & K.MERGE_FUNCS)[0], self.loc(call)), value)
         name = sorted(leaves)[0]
         if not name[:1].isupper():
             self.eval_args(call, env)
@@ -302,7 +328,66 @@ class KerasSemantics(Interpreter):
             self.eval_args(call, env)
             return LayerV("merge", name, loc)
         self.eval_args(call, env)
+        if name in K.ATTENTION_CLEARING:
+            return LayerV("attention", name, loc)
+        mz = kw.get("mask_zero")  # ReversibleEmbedding and other layers that make a mask
+        if mz is not None:
+            return LayerV("source" if is_truthy_literal(self.eval(mz, env)) is not False else "plain", name, loc)
         return LayerV("pass", name, loc)
+
+    # -- layers with several inputs ------------------------------------------------------
+    def call_layer(self, layer, call, env):
+        if layer.kind == "merge":
+            arg = call_arg(call, 0, "inputs")
+            value = self.eval(arg, env) if arg is not None else None
+            self.eval_args(call, env)
+            return self.merge_inputs(layer, value)
+        if layer.kind == "attention":
+            return self.attend(layer, call, env)
+        return super().call_layer(layer, call, env)
+
+    def merge_inputs(self, layer: LayerV, value) -> TensorV:
+        """A merge (``Add``, ``Concatenate``, ...): Keras 3 keeps a mask only when every input
+        has one; Keras 2 keeps the masked inputs' masks (``compat.flavours``)."""
+        if not isinstance(value, ListV):
+            return apply_layer(layer, tensor_of(value) if value is not None else TensorV(UNKNOWN), layer.loc)
+        ts = [tensor_of(v) for v in value.items]
+        for t in ts:
+            if t.cleared is not None:  # the attention layer is the culprit, not the merge
+                t.cleared.loc.module.record_drop(t.cleared, TensorV(MASKED, t.cleared_sources), "attention")
+        masked = TensorV(MASKED, tuple(s for t in ts for s in t.sources)[:3])
+        states = {t.state for t in ts}
+        if MASKED not in states:
+            return TensorV(merge(states))
+        if any(t.cleared is not None for t in ts):
+            return TensorV(NONE if self.target.attention_clears_input_masks else UNKNOWN)
+        if NONE in states:
+            drops = self.target.merge_drops_mask_of_partly_masked_inputs
+            if drops is False:
+                return masked
+            self.record_drop(layer, masked, "merge")
+            return TensorV(NONE if drops else UNKNOWN)
+        if UNKNOWN not in states and self.target.merge_drops_mask_of_masked_inputs:
+            self.record_drop(layer, masked, "merge")
+            return TensorV(NONE)
+        return masked if UNKNOWN not in states else TensorV(UNKNOWN)
+
+    def attend(self, layer: LayerV, call, env) -> TensorV:
+        """``MultiHeadAttention(...)(query, value[, key])``: the output keeps the query's mask;
+        on Keras >= 3.8 the query, value and key tensors lose theirs for every later use."""
+        values = [self.eval(n, env) if n is not None else None for n in (
+            call_arg(call, 0, "query"), call_arg(call, 1, "value"), call_arg(call, 2, "key"))]
+        self.eval_args(call, env)
+        query = tensor_of(values[0]) if values[0] is not None else TensorV(UNKNOWN)
+        if query.cleared is not None:
+            query.cleared.loc.module.record_drop(query.cleared, TensorV(MASKED, query.cleared_sources), "attention")
+        out = TensorV(query.state, query.sources)
+        clears = self.target.attention_clears_input_masks
+        if clears is not False:
+            for v in values:
+                if isinstance(v, TensorV) and v.state == MASKED:
+                    v.state, v.cleared, v.cleared_sources = (NONE if clears else UNKNOWN), layer, v.sources
+        return out
 
     def _positional_mask_zero(self, call):
         """``True`` given positionally where the targeted flavour takes ``mask_zero``."""

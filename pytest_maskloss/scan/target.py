@@ -54,6 +54,26 @@ class KerasTarget:
         return flavours.has_mean_with_sample_weight(self.flavour, self.version)
 
     @property
+    def attention_clears_input_masks(self) -> bool | None:
+        return flavours.attention_clears_input_masks(self.flavour, self.version)
+
+    @property
+    def merge_drops_mask_of_partly_masked_inputs(self) -> bool | None:
+        return flavours.merge_drops_mask_of_partly_masked_inputs(self.flavour, self.version)
+
+    @property
+    def merge_drops_mask_of_masked_inputs(self) -> bool:
+        return flavours.merge_drops_mask_of_masked_inputs(self.flavour, self.version)
+
+    @property
+    def ignore_class_divides_by_real_tokens(self) -> bool | None:
+        return flavours.ignore_class_divides_by_real_tokens(self.flavour, self._facts_version)
+
+    def negative_labels_scored_zero(self, backend: str | None) -> bool | None:
+        """``backend``: the one the scanned file selects (``KERAS_BACKEND``), if any."""
+        return flavours.negative_labels_scored_zero(self.flavour, backend)
+
+    @property
     def mask_zero_positions(self) -> tuple[int, ...]:
         """0-based positions ``Embedding``'s ``mask_zero`` may take as a positional argument."""
         return flavours.mask_zero_index(self.flavour)

@@ -101,6 +101,10 @@ class LayerV:
 class TensorV:
     state: str
     sources: tuple = ()  # Locs of the mask sources
+    # the attention layer (LayerV) that cleared this tensor's mask when it was its query, value
+    # or key (MultiHeadAttention on Keras >= 3.8); ``state`` is then NONE for later uses
+    cleared: object = None
+    cleared_sources: tuple = ()
 
 
 @dataclass(eq=False)
@@ -112,6 +116,8 @@ class ModelV:
     out: TensorV | None = None
     cls: "ClassRef | None" = None
     compiles: list = field(default_factory=list)
+    # KerasHub tasks: (task kind such as "CausalLM", has a preprocessor, compiled by __init__)
+    task: tuple | None = None
     _state: TensorV | None = None
     _computing: bool = False
 
@@ -129,6 +135,8 @@ class ModelV:
                 result = t
             elif self.kind == "functional":
                 result = self.out or TensorV(UNKNOWN)
+            elif self.kind == "task":
+                result = TensorV(NONE)  # KerasHub backbones carry no Keras mask
             elif self.kind == "subclass" and self.cls is not None:
                 result = self.cls.model_output()
             else:
@@ -151,6 +159,7 @@ class LossV:
     reduction: str | None = None  # literal reduction keyword, "?" when not a literal
     ref: object = None  # FuncRef / ClassRef for custom losses
     call_node: cst.Call | None = None  # the instantiation, for fixes
+    ignore_class: object = None  # the ignore_class= value (Const, or "?" when not a literal)
 
 
 @dataclass(eq=False)
@@ -162,6 +171,7 @@ class FuncRef:
     top: object = None
     _ret: object = None
     _state: str = "new"  # new | running | done
+    _calls: dict = field(default_factory=dict)  # argument key -> (bound values, result)
 
     def returns(self):
         if self._state == "done":
@@ -174,6 +184,33 @@ class FuncRef:
         finally:
             self._state = "done"
         return self._ret
+
+    def returns_with(self, bound: dict):
+        """The result of a call whose arguments are known (``bound``: parameter -> value): the
+        body runs again with them, once per distinct set of arguments (at most
+        ``MAX_CALL_CONTEXTS``; beyond that, and for a recursive call, the call-free result)."""
+        key = tuple(sorted((name, _value_key(v)) for name, v in bound.items()))
+        if key in self._calls:
+            return self._calls[key][1]
+        if len(self._calls) >= MAX_CALL_CONTEXTS:
+            return self.returns()
+        self._calls[key] = (bound, None)  # a recursive call with the same arguments sees None
+        ret = self.module.run_function(self, bound=bound)
+        self._calls[key] = (bound, ret)
+        return ret
+
+
+MAX_CALL_CONTEXTS = 8
+
+
+def _value_key(value):
+    """What makes two argument values the same call (identity for everything but literals and
+    names; the values themselves are kept alive beside the key)."""
+    if isinstance(value, (Const, Str)):
+        return (type(value).__name__, repr(value.value))
+    if isinstance(value, Qual):
+        return ("Qual", tuple(sorted(value.names)))
+    return ("id", id(value))
 
 
 @dataclass(eq=False)
@@ -286,6 +323,15 @@ class PaddingV:
 
 
 @dataclass(eq=False)
+class DatasetV:
+    """A ``tf.data`` dataset; ``padding_weights``: its elements are ``(x, y, sample_weight)`` with
+    the weights computed from a padding comparison (``dataset.map(f)``, ``f`` returning
+    ``features, labels, labels != 0``)."""
+
+    padding_weights: bool = False
+
+
+@dataclass(eq=False)
 class SelfV:
     cls: ClassRef
 
@@ -333,6 +379,8 @@ def apply_layer(layer, t: TensorV, loc: Loc | None = None) -> TensorV:
     if not isinstance(layer, LayerV):
         return TensorV(UNKNOWN) if t.state != NONE else t
     kind = layer.kind
+    if t.cleared is not None and kind not in ("source", "plain"):
+        t.cleared.loc.module.record_drop(t.cleared, TensorV(MASKED, t.cleared_sources), "attention")
     if kind == "source":
         return TensorV(MASKED, (layer.loc,))
     if kind in ("plain", "consumer"):
@@ -341,8 +389,8 @@ def apply_layer(layer, t: TensorV, loc: Loc | None = None) -> TensorV:
         if t.state == MASKED:
             layer.loc.module.record_drop(layer, t)
         return TensorV(NONE)
-    if kind in ("pass", "merge"):
-        return t
+    if kind in ("pass", "merge", "attention"):
+        return TensorV(t.state, t.sources)  # a new tensor: clearing one must not clear the other
     return TensorV(UNKNOWN) if t.state != NONE else t
 
 
@@ -371,7 +419,9 @@ class FitFact:
     method: str
     model: object
     sample_weight: object
-    sw_node: cst.CSTNode
+    sw_node: cst.CSTNode | None
+    compiles_before: int = 0  # how many compile calls the model had when this ran
+    from_dataset: bool = False  # the weights are the third element of a tf.data dataset's batches
 
 
 @dataclass(eq=False)
@@ -384,6 +434,9 @@ class ExpFact:
 class DropFact:
     layer: LayerV
     sources: tuple
+    # unsupported: a layer without mask support; attention: MultiHeadAttention cleared the mask
+    # of a tensor used again after it; merge: a merge layer with an unmasked input
+    reason: str = "unsupported"
 
 
 # ------------------------------------------------------------------------------------------

@@ -11,6 +11,9 @@ from pytest_maskloss.scan.rules.msk003_custom_loss_reduces_time_axis import Cust
 from pytest_maskloss.scan.rules.msk004_perplexity_from_reported_loss import PerplexityFromReportedLoss
 from pytest_maskloss.scan.rules.msk005_padding_sample_weight_with_batch_mean import SampleWeightPaddingWithBatchMean
 from pytest_maskloss.scan.rules.msk006_mask_dropped_by_layer import MaskDroppedByLayer
+from pytest_maskloss.scan.rules.msk007_negative_padding_label_without_ignore_class import (
+    NegativePaddingLabelWithoutIgnoreClass,
+)
 from pytest_maskloss.scan.rules.msk900_parse_error import ParseError
 
 RULES: list[Rule] = [
@@ -20,6 +23,7 @@ RULES: list[Rule] = [
     PerplexityFromReportedLoss(),
     SampleWeightPaddingWithBatchMean(),
     MaskDroppedByLayer(),
+    NegativePaddingLabelWithoutIgnoreClass(),
 ]
 ALL_RULES = RULES + [ParseError()]
 CODES = {r.code: r for r in ALL_RULES}

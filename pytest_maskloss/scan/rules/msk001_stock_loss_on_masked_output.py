@@ -5,7 +5,7 @@ from __future__ import annotations
 from pytest_maskloss.scan import edits
 from pytest_maskloss.scan import kerasnames as K
 from pytest_maskloss.scan.rules.base import MASKED_LOSS, Invalid, Raw, Rule, make_fix, mask_origin
-from pytest_maskloss.scan.values import MASKED, Loc, LossV, Qual, Str
+from pytest_maskloss.scan.values import MASKED, Const, Loc, LossV, Qual, Str
 
 
 class StockLossOnMaskedOutput(Rule):
@@ -23,7 +23,10 @@ class StockLossOnMaskedOutput(Rule):
     A mask consumed before the output ends it, and then nothing is reported: an `LSTM` or
     `GRU` without `return_sequences=True` (or a `Bidirectional` of one), global pooling, a
     slice such as `x[:, -1]`. Losses with `reduction="sum"` or `"none"` and the losses of
-    `pytest_maskloss.keras` are not reported.
+    `pytest_maskloss.keras` are not reported. KerasHub's `TokenAndPositionEmbedding` and
+    `ReversibleEmbedding` make a mask with `mask_zero=True`, its `TransformerEncoder` and
+    `TransformerDecoder` pass it on, and a project layer with `supports_masking = True` (or a
+    `compute_mask`) passes it on too.
 
     ## Why is this bad?
     On tf.keras before 2.11 the mask zeroes the padded terms, but the default reduction still
@@ -33,7 +36,13 @@ class StockLossOnMaskedOutput(Rule):
     each batch is right, but the epoch loss of `fit` and `evaluate` averages batch means
     weighted by sequences, not by tokens.
 
-    Severity: **error** when the project targets tf.keras < 2.11; **note** (epoch
+    `SparseCategoricalCrossentropy(ignore_class=0)` (the padding label) is exact per batch on
+    tf.keras 2.10 too: the loss rescales by its own mask (measured 2.2019911, the
+    batch-weighted mean of masked batch means, where the stock loss reports 1.3765111), so it
+    gets the note there, not the error.
+
+    Severity: **error** when the project targets tf.keras < 2.11 (except `ignore_class=0` on
+    2.10); **note** (epoch
     aggregation only) on tf.keras ≥ 2.11, tf_keras and Keras 3; **warning** when the Keras
     version is unknown (the message says so).
 
@@ -86,6 +95,21 @@ model.compile(loss=keras.losses.SparseCategoricalCrossentropy())
 """,
     ]
     INVALID = [
+        Invalid(  # ignore_class=0 on tf.keras 2.10: exact per batch, only the epoch note
+            code="""
+# keras-version: 2.10
+import tensorflow as tf
+model = tf.keras.Sequential([tf.keras.layers.Embedding(100, 8, mask_zero=True), tf.keras.layers.Dense(5)])
+model.compile("adam", tf.keras.losses.SparseCategoricalCrossentropy(ignore_class=0))
+""",
+            fixed="""
+# keras-version: 2.10
+import pytest_maskloss.keras
+import tensorflow as tf
+model = tf.keras.Sequential([tf.keras.layers.Embedding(100, 8, mask_zero=True), tf.keras.layers.Dense(5)])
+model.compile("adam", pytest_maskloss.keras.MaskedSparseCategoricalCrossentropy(ignore_class=0))
+""",
+        ),
         Invalid(
             code="""
 # keras-version: 2.10
@@ -231,6 +255,8 @@ model.compile("adam", pytest_maskloss.keras.MaskedLoss("sparse_categorical_cross
                     continue
                 loc = Loc(an, fact.loc.unit, node, fact.loc.top)
                 pad = target.padding_in_denominator
+                if pad is True and _ignores_padding(value) and target.ignore_class_divides_by_real_tokens:
+                    pad = False  # the loss rescales by its own ignore_class mask (tf.keras 2.10)
                 if pad is True:
                     sev = "error"
                     msg = (
@@ -257,6 +283,13 @@ model.compile("adam", pytest_maskloss.keras.MaskedLoss("sparse_categorical_cross
                     )
                 fix = None if sev == "note" else _wrap_fix(an, loc)
                 yield Raw(loc, msg, sev, fix, related)
+
+
+def _ignores_padding(value) -> bool:
+    """A stock loss given ``ignore_class=0`` (the label ``mask_zero`` pads with), or a value the
+    scanner cannot read."""
+    ignore = value.ignore_class if isinstance(value, LossV) else None
+    return ignore == "?" or (isinstance(ignore, Const) and ignore.value == 0)
 
 
 def _stock_name(value) -> str | None:
