@@ -35,6 +35,16 @@ TOLERANCES = {
 }
 
 
+KERAS_HUB_FIX = (
+    "This KerasHub task's preprocessor passes the padding as sample_weight, and the task "
+    "compiles SparseCategoricalCrossentropy with the default reduction, which divides by every "
+    "position. Compile the task with a loss that divides by the real tokens: "
+    "task.compile(optimizer, loss=pytest_maskloss.keras.MaskedSparseCategoricalCrossentropy("
+    "from_logits=True)), or keras.losses.SparseCategoricalCrossentropy(from_logits=True, "
+    "reduction=\"mean_with_sample_weight\") on Keras >= 3.7."
+)
+
+
 class Observation:
     def __init__(self, model, info, *, pad_id=0, pad_in="auto", mask=None, per_token_loss_fn=None,
                  granularity="batch", rtol=None, atol=None, metrics=True, data="the call's own data"):
@@ -58,6 +68,8 @@ class Observation:
             rtol=rtol,
             atol=atol,
         )
+        if getattr(model, "preprocessor", None) is not None:  # a KerasHub task
+            self.report.fix_for_this_model["padding-in-denominator"] = KERAS_HUB_FIX
         self.judge = Judge(self.report, rtol=rtol, atol=atol, granularity=granularity,
                            replicas=self.replicas, output_names=[o.name for o in self.outputs])
         self.judge.has_mask_source = bool(self.mask_sources)

@@ -75,6 +75,7 @@ class Report:
     comparisons: list = field(default_factory=list)
     skipped: dict = field(default_factory=dict)  # path -> reason it could not be compared exactly
     notes: list = field(default_factory=list)
+    fix_for_this_model: dict = field(default_factory=dict)  # mode -> a fix naming this model's kind
     timings: dict = field(default_factory=dict)  # seconds spent: predict, reference, evaluate, fit
 
     @property
@@ -175,7 +176,7 @@ def mismatch_message(report: Report) -> str:
         f"  data:        {report.data}; padding from {report.padding}",
         f"  tolerance:   rtol={report.rtol:g}, atol={report.atol:g}",
         "",
-        f"  fix: {FIXES[first.mode]}",
+        f"  fix: {report.fix_for_this_model.get(first.mode, FIXES[first.mode])}",
     ]
     others = findings[1:]
     if others:

@@ -27,6 +27,7 @@ keras_hub = pytest.importorskip("keras_hub") if KERAS3 and TF_BACKEND else None
 import hubtasks  # noqa: E402  (needs keras_hub)
 
 from pytest_maskloss import check_masked_loss  # noqa: E402
+from pytest_maskloss.check.report import mismatch_message  # noqa: E402
 from pytest_maskloss.keras import MaskedSparseCategoricalCrossentropy  # noqa: E402
 
 HERE = Path(__file__).parent
@@ -86,6 +87,8 @@ def test_task_fed_strings_counts_padding_on_every_path(build, texts):
         assert_padding_in_denominator(batch_comparisons(report, path))
     epoch = next(c for c in report.comparisons if c.path == "fit" and c.scope.startswith("epoch"))
     assert epoch.mode == "padding-in-denominator"
+    # the fix names what this task needs, not the generic mask advice
+    assert "KerasHub task's preprocessor passes the padding as sample_weight" in mismatch_message(report)
 
 
 def test_masked_lm_counts_unused_mask_slots():
