@@ -18,11 +18,10 @@ import pytest
 
 from stack import KERAS3, TF_BACKEND
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (KERAS3 and TF_BACKEND), reason="KerasHub's tokenizers run on TensorFlow; Keras 3 only"),
-]
-keras_hub = pytest.importorskip("keras_hub") if KERAS3 and TF_BACKEND else None
+pytestmark = pytest.mark.slow
+if not (KERAS3 and TF_BACKEND):
+    pytest.skip("KerasHub's tokenizers run on TensorFlow; Keras 3 only", allow_module_level=True)
+keras_hub = pytest.importorskip("keras_hub")
 
 import hubtasks  # noqa: E402  (needs keras_hub)
 
