@@ -190,11 +190,24 @@ class Scanner:
             msg = self._source_errors.get(path, "cannot read")
             return FileResult(path, [self._error_finding(path, 1, 1, None, msg)])
         findings = []
-        for unit, line, col, msg in self._parse_errors.get(path, []):
-            cell = an.units[unit].cell
-            f = self._error_finding(path, line, col, cell, msg)
-            if self._keep(an, f, unit):
-                findings.append(f)
+        errors = self._parse_errors.get(path, [])
+        if errors and an.units[0].cell is not None:
+            # a notebook: one warning for its invalid cells; the other cells are analysed
+            unit, line, col, msg = errors[0]
+            cells = len(an.units)
+            what = "1 code cell is" if len(errors) == 1 else f"{len(errors)} of {cells} code cells are"
+            f = self._error_finding(
+                path, line, an.units[unit].column_in_original(line, col - 1) + 1, an.units[unit].cell,
+                f"{what} not valid Python even as IPython runs it (not analysed; the other cells are): "
+                f"first: {msg}", severity="warning",
+            )
+            errors = [(unit, f)] if self._keep(an, f, unit) else []
+            findings.extend(f for _, f in errors)
+        else:
+            for unit, line, col, msg in errors:
+                f = self._error_finding(path, line, col, an.units[unit].cell, msg)
+                if self._keep(an, f, unit):
+                    findings.append(f)
         findings.extend(self.findings_of(an))
         if index is not None and self.settings.link and _exports(an):
             for other in index.importers(path):
@@ -233,16 +246,17 @@ class Scanner:
         unit = an.units[raw.loc.unit]
         fix = raw.fix if isinstance(raw.fix, Fix) else None  # a fix that could not be built is None
         related = tuple(sorted(self.display(p) for p in raw.related if os.path.abspath(p) != an.path))
+        col, end_col = unit.column_in_original(pos[0], pos[1]), unit.column_in_original(pos[2], pos[3])
         return Finding(
-            path=self.display(an.path), line=pos[0], col=pos[1] + 1, code=rule.code,
-            message=raw.message, end_line=pos[2], end_col=pos[3] + 1, cell=unit.cell, fix=fix,
+            path=self.display(an.path), line=pos[0], col=col + 1, code=rule.code,
+            message=raw.message, end_line=pos[2], end_col=end_col + 1, cell=unit.cell, fix=fix,
             severity=raw.severity, rule=rule.name, related=related,
         )
 
-    def _error_finding(self, path, line, col, cell, msg) -> Finding:
+    def _error_finding(self, path, line, col, cell, msg, severity="error") -> Finding:
         return Finding(
             path=self.display(path), line=max(1, line), col=max(1, col), code=PARSE_CODE,
-            message=msg, cell=cell, severity="error", rule=R.ParseError.name,
+            message=msg, cell=cell, severity=severity, rule=R.ParseError.name,
         )
 
     def _keep(self, an, f: Finding, unit: int) -> bool:
