@@ -161,7 +161,7 @@ def statistics(findings) -> str:
 def summary(findings, files: int, parsed: int, cached: int = 0) -> str:
     sev = Counter(f.severity for f in findings)
     if cached:
-        parsed = f"{parsed} parsed ({cached} of them in an earlier run: from the cache)"
+        parsed = f"{parsed} parsed ({cached} of them in an earlier run: findings from the cache)"
     else:
         parsed = f"{parsed} parsed"
     if not findings:
