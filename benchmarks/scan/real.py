@@ -130,10 +130,10 @@ def bench(args, src: Path, work: Path, fixit) -> int:
     staged.write_bytes(original)
 
     shutil.rmtree(cache, ignore_errors=True)
-    tree_cold1, c, p1 = run(scan(".", "-j", "1", "--no-cache"), repo)
-    row("whole tree, COLD, 1 process, no cache", tree_cold1, c, p1.stderr.strip().splitlines()[-1])
-    tree_cold, c, p2 = run(scan("."), repo)
-    row("whole tree, COLD (empty cache), -j auto", tree_cold, c, p2.stderr.strip().splitlines()[-1])
+    tree_cold1, cold1_cpu, p1 = run(scan(".", "-j", "1", "--no-cache"), repo)
+    row("whole tree, COLD, 1 process, no cache", tree_cold1, cold1_cpu, p1.stderr.strip().splitlines()[-1])
+    tree_cold, cold_cpu, p2 = run(scan("."), repo)
+    row("whole tree, COLD (empty cache), -j auto", tree_cold, cold_cpu, p2.stderr.strip().splitlines()[-1])
     tree_warm, c, p3 = run(scan("."), repo)
     row("whole tree, warm (second run), -j auto", tree_warm, c, p3.stderr.strip().splitlines()[-1])
     same = findings(p1) == findings(p2) == findings(p3)
@@ -141,8 +141,8 @@ def bench(args, src: Path, work: Path, fixit) -> int:
     if fixit:
         (work / "fixit.toml").write_text(FIXIT_TOML)
         shutil.copy(HERE / "fixit_rule.py", work / "fixit_rule.py")
-        fx, c, pf = run([fixit, "-o", "vscode", "lint", "keras-core"], work, ok=(0, 1, 2, 3))
-        row("fixit lint, 1 rule, default workers, whole tree", fx, c, (pf.stderr.strip().splitlines() or [""])[-1])
+        fx, fx_cpu, pf = run([fixit, "-o", "vscode", "lint", "keras-core"], work, ok=(0, 1, 2, 3))
+        row("fixit lint, 1 rule, default workers, whole tree", fx, fx_cpu, (pf.stderr.strip().splitlines() or [""])[-1])
 
     print(f"\nfindings identical in the three tree runs (no cache -j 1, cold -j auto, warm -j auto): {same} "
           f"({len(findings(p1))} findings)")
@@ -154,6 +154,8 @@ def bench(args, src: Path, work: Path, fixit) -> int:
         print(f"  [{verdict(fx / tree_cold >= 20)}] whole tree >= 20x Fixit (1 rule, default workers), COLD cache, -j auto: "
               f"{fx / tree_cold:.1f}x   (1 process, no cache: {fx / tree_cold1:.1f}x)")
         print(f"  [{verdict(fx / tree_warm >= 20)}] whole tree >= 20x Fixit, warm cache, -j auto: {fx / tree_warm:.1f}x")
+        print(f"  per CPU second (independent of other load on the machine), COLD: -j auto {fx_cpu / cold_cpu:.1f}x, "
+              f"1 process {fx_cpu / cold1_cpu:.1f}x")
     return 0 if same else 1
 
 
