@@ -51,7 +51,9 @@ def scan_paths(paths, settings, jobs: int = 1):
         return results
     import multiprocessing as mp
 
-    method = "fork" if "fork" in mp.get_all_start_methods() and sys.platform != "darwin" else "spawn"
+    # fork only a single-threaded process: a fork of one with threads (TensorFlow loaded, e.g.
+    # when scan_paths is called inside a test session) can deadlock on a lock a thread held
+    method = "fork" if "fork" in mp.get_all_start_methods() and sys.platform != "darwin" and _one_thread() else "spawn"
     ctx = mp.get_context(method)
     # a few long contiguous chunks per worker: files of one folder import the same modules,
     # which each worker parses once
@@ -63,6 +65,15 @@ def scan_paths(paths, settings, jobs: int = 1):
 
 
 _MIN_FILES_PER_WORKER = 8
+
+
+def _one_thread() -> bool:
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        import threading
+
+        return threading.active_count() == 1
 
 
 def _cpus() -> int:

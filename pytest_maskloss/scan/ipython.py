@@ -47,8 +47,8 @@ class CellPython:
 def cell_python(cell: str) -> CellPython:
     lines = cell.splitlines(keepends=True)
     shift = [0] * len(lines)
+    lines = _dedent(lines, shift)  # IPython's order: leading indent, then prompts
     lines = _strip_prompts(lines, shift)
-    lines = _dedent(lines, shift)
     first = _first_code_line(lines)
     if first is not None and lines[first].lstrip().startswith("%%"):
         m = _MAGIC_NAME.match(lines[first].lstrip())
