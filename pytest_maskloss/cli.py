@@ -12,6 +12,15 @@ import os
 import sys
 
 
+def _jobs(text: str) -> int:
+    if text.strip().lower() == "auto":
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of processes or 'auto', got {text!r}") from None
+
+
 def _scan_parser(sub) -> None:
     p = sub.add_parser(
         "scan",
@@ -32,9 +41,11 @@ def _scan_parser(sub) -> None:
     p.add_argument("--fix", action="store_true", help="apply fixes (safe ones; add --unsafe-fixes for the rest)")
     p.add_argument("--unsafe-fixes", action="store_true", help="also apply fixes that change what the loss computes")
     p.add_argument("--diff", action="store_true", help="show the fixes as a diff, write nothing")
-    p.add_argument("-j", "--jobs", type=int, default=1, help="parallel processes (0: one per CPU)")
+    p.add_argument("-j", "--jobs", type=_jobs, default=0, metavar="N|auto",
+                   help="parallel processes (default auto = 0: one per CPU)")
     p.add_argument("--no-link", action="store_true", help="do not read other modules of the project")
-    p.add_argument("--no-cache", action="store_true", help="accepted for compatibility: there is no persistent cache")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the persistent cache")
+    p.add_argument("--cache-dir", help="where the cache lives (default: .maskloss_cache at the project root)")
     p.add_argument("--exit-zero", action="store_true", help="exit 0 even when there are findings")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
 

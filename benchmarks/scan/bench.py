@@ -57,7 +57,8 @@ def timed(label, cmd, cwd, files, note="", ok=(0, 1)):
 
 
 def scan(path: str, jobs: int = 1) -> list[str]:
-    return [sys.executable, "-m", "pytest_maskloss", "scan", path, "--output-format", "json", "-j", str(jobs)]
+    # --no-cache: every run here is cold (real.py measures the cache)
+    return [sys.executable, "-m", "pytest_maskloss", "scan", path, "--output-format", "json", "-j", str(jobs), "--no-cache"]
 
 
 def scanner_flags(proc, prefix: str):

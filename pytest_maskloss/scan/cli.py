@@ -40,17 +40,48 @@ def scan_paths(paths, settings, jobs: int = 1):
     from pytest_maskloss.scan.engine import Scanner
 
     if jobs == 0:
-        jobs = os.cpu_count() or 1
-    if jobs <= 1 or len(paths) < 2:
-        scanner = Scanner(settings)
-        return [scanner.scan_file(p) for p in paths]
+        jobs = _cpus()
+    scanner = Scanner(settings)
+    # what needs no analysis (the prefilter rules it out, or the cache has it) is done here
+    results = [scanner.quick_result(p) for p in paths] if jobs > 1 else [None] * len(paths)
+    todo = [i for i, r in enumerate(results) if r is None]
+    if jobs <= 1 or len(todo) < _MIN_FILES_PER_WORKER * jobs:  # e.g. a pre-commit run: no pool
+        for i in todo:
+            results[i] = scanner.scan_file(paths[i])
+        return results
     import multiprocessing as mp
 
-    method = "fork" if "fork" in mp.get_all_start_methods() and sys.platform != "darwin" else "spawn"
+    # fork only a single-threaded process: a fork of one with threads (TensorFlow loaded, e.g.
+    # when scan_paths is called inside a test session) can deadlock on a lock a thread held
+    method = "fork" if "fork" in mp.get_all_start_methods() and sys.platform != "darwin" and _one_thread() else "spawn"
     ctx = mp.get_context(method)
-    chunk = max(1, min(64, len(paths) // (jobs * 8) or 1))
+    # a few long contiguous chunks per worker: files of one folder import the same modules,
+    # which each worker parses once
+    chunk = -(-len(todo) // (jobs * 3))
     with ctx.Pool(jobs, initializer=_init_worker, initargs=(settings,)) as pool:
-        return list(pool.imap(_work, paths, chunksize=chunk))
+        for i, r in zip(todo, pool.imap(_work, [paths[i] for i in todo], chunksize=chunk)):
+            results[i] = r
+    return results
+
+
+_MIN_FILES_PER_WORKER = 8
+
+
+def _one_thread() -> bool:
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        import threading
+
+        return threading.active_count() == 1
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on (a container's or taskset's limit, not the machine's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def run_scan(args) -> int:
@@ -107,10 +138,13 @@ def run_scan(args) -> int:
         keras_version=args.keras_version,
         scan_set=frozenset(os.path.abspath(f) for f in files),
         link=not args.no_link,
+        cache=not args.no_cache,
+        cache_dir=os.path.abspath(args.cache_dir) if args.cache_dir else None,
     )
     results = scan_paths(files, settings, args.jobs)
     findings = _dedupe(f for r in results for f in r.findings)
     parsed = sum(1 for r in results if r.parsed)
+    cached = sum(1 for r in results if r.cached)
 
     if args.fix or args.diff:
         code = _fixes(findings, args, err, settings.scan_set)
@@ -138,7 +172,7 @@ def run_scan(args) -> int:
     if args.statistics and findings:
         print(output.statistics(findings), file=summary_stream)
     if not args.quiet:
-        print(output.summary(findings, len(files), parsed), file=summary_stream)
+        print(output.summary(findings, len(files), parsed, cached), file=summary_stream)
     if args.exit_zero:
         return 0
     failing = [f for f in findings if f.severity in ("error", "warning")]

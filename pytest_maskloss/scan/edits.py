@@ -68,10 +68,12 @@ def position(loc: Loc):
 
 
 def offset(an, unit: int, line: int, col: int) -> int:
-    """The character offset of a 1-based line and 0-based column in one unit's text."""
+    """The character offset in one unit's original text (what fixes edit) of a 1-based line and
+    0-based column of the parsed text (a notebook cell's columns may differ, see Unit.shift)."""
     starts = _cache(an, "_line_starts")
+    col = an.units[unit].column_in_original(line, col)
     if unit not in starts:
-        text = an.units[unit].text
+        text = an.units[unit].original
         table = [0]
         for i, ch in enumerate(text):
             if ch == "\n":
@@ -122,8 +124,12 @@ def import_edits(an, module: str) -> list[Edit]:
         if pos is None:
             return []
         at = offset(an, first, pos[0], 0)
+        lead = at - offset(an, first, pos[0], -an.units[first].column_in_original(pos[0], 0))
+        if lead:  # a cell pasted with an indent (IPython dedents it): the import gets it too
+            original = an.units[first].original
+            return [_edit(an, first, at, at, f"import {module}\n" + original[at - lead:at])]
     else:
-        at = len(an.units[first].text)
-        if at and not an.units[first].text.endswith("\n"):
+        at = len(an.units[first].original)
+        if at and not an.units[first].original.endswith("\n"):
             return [_edit(an, first, at, at, "\nimport " + module + "\n")]
     return [_edit(an, first, at, at, f"import {module}\n")]

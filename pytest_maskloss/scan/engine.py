@@ -17,6 +17,7 @@ from pytest_maskloss.scan.target import UNKNOWN, KerasTarget, keras_target, targ
 
 cst = LazyModule("libcst")
 A = LazyModule("pytest_maskloss.scan.analysis")  # imports libcst
+C = LazyModule("pytest_maskloss.scan.cache")
 E = LazyModule("pytest_maskloss.scan.edits")
 V = LazyModule("pytest_maskloss.scan.values")
 
@@ -24,15 +25,20 @@ PARSE_CODE = "MSK900"
 
 # A file that contains none of these cannot produce a finding (nor provide a model, a layer or a
 # loss to a file that does: those mention Embedding/Masking/compute_mask/... themselves). Plain
-# substring tests on the raw bytes (memchr speed); the tokens are ASCII, so any ASCII-compatible
-# source encoding works.
-_TOKENS = (b"compute_mask", b"supports_masking", b"y_pred", b"mask_zero")
+# substring tests on the raw bytes (memchr speed), then a regular expression only on the files
+# that contain the substring; the tokens are ASCII, so any ASCII-compatible encoding works.
+_TOKENS = (b"compute_mask", b"y_pred", b"mask_zero")
 _HUB_TASKS = (b"CausalLM", b"MaskedLM", b"Seq2SeqLM")  # KerasHub tasks: MSK005 needs a fit/evaluate
 _NOQA = re.compile(r"#\s*noqa(?::\s*([A-Za-z]+\d+(?:[\s,]+[A-Za-z]+\d+)*))?", re.I)
 _FILE_NOQA = re.compile(r"^\s*#\s*maskloss:\s*noqa(?::\s*([A-Za-z]+\d+(?:[\s,]+[A-Za-z]+\d+)*))?\s*$", re.I | re.M)
 
-
-_RECEIVER = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*$")
+# `supports_masking` read as an attribute, or set in a class body / by assignment; not the
+# keyword argument of a call (`run_layer_test(..., supports_masking=True,)` in Keras's tests)
+_SUPPORTS_MASKING = re.compile(rb"\.supports_masking\b|^[ \t]*supports_masking[ \t]*(?::[^=\n]*)?=(?!=)[^,)\n]*$", re.M)
+# a call of a method named exactly `compile` (not `.compile_pattern(`), with its receiver
+_COMPILE_CALL = re.compile(rb"([A-Za-z_][A-Za-z0-9_]*)?[ \t]*\.compile[ \t]*\(")
+# a call of `exp` (not its definition, not `np.expm1(`/`myexp(`)
+_EXP_CALL = re.compile(rb"(?<![A-Za-z0-9_])(?<!def )exp[ \t]*\(")
 _NOT_KERAS_COMPILE = {b"re", b"regex", b"re2", b"_re", b"torch", b"py_compile", b"sre_compile", b"jax", b"numba"}
 
 
@@ -43,6 +49,8 @@ def prefilter(data) -> bool:
     for token in _TOKENS:
         if token in data:
             return True
+    if b"supports_masking" in data and _SUPPORTS_MASKING.search(data):
+        return True
     # Embedding/Masking only from Keras (a PyTorch nn.Embedding file is not parsed)
     if (b"Embedding" in data or b"Masking" in data) and (b"keras" in data or b"tensorflow" in data):
         return True
@@ -52,19 +60,13 @@ def prefilter(data) -> bool:
         return True
     if b"sample_weight" in data and (b"fit" in data or b"evaluate" in data):
         return True
-    if b"loss" in data or b"optim" in data or b"adam" in data or b"Adam" in data:
-        start = data.find(b".compile")
-        while start != -1:
-            m = _RECEIVER.search(data, max(0, start - 40), start)
-            if m is None or m.group(0) not in _NOT_KERAS_COMPILE:
+    if b".compile" in data and (b"loss" in data or b"optim" in data or b"adam" in data or b"Adam" in data):
+        for m in _COMPILE_CALL.finditer(data):
+            if m.group(1) not in _NOT_KERAS_COMPILE:
                 return True
-            start = data.find(b".compile", start + 8)
-    if b"loss" in data and (b"history" in data or b"evaluate" in data):
-        start = data.find(b"exp(")
-        while start != -1:
-            if start == 0 or not (data[start - 1:start].isalnum() or data[start - 1:start] == b"_"):
-                return True
-            start = data.find(b"exp(", start + 4)
+    if b"exp" in data and b"loss" in data and (b"history" in data or b"evaluate" in data):
+        if _EXP_CALL.search(data):
+            return True
     return False
 
 
@@ -75,6 +77,8 @@ class Settings:
     scan_set: frozenset = frozenset()  # absolute paths being scanned (skip reverse links to them)
     link: bool = True  # cross-module linking
     cwd: str = field(default_factory=os.getcwd)
+    cache: bool = False  # the persistent cache (the CLI turns it on; --no-cache)
+    cache_dir: str | None = None  # default: <project root>/.maskloss_cache
 
 
 @dataclass
@@ -83,6 +87,7 @@ class FileResult:
     findings: list
     parsed: bool = False
     skipped: bool = False  # prefilter said no
+    cached: bool = False  # findings from the persistent cache (parsed in an earlier run)
 
 
 class Scanner:
@@ -94,6 +99,8 @@ class Scanner:
         self.targets: dict[str, KerasTarget] = {}
         self._parse_errors: dict[str, list] = {}
         self._source_errors: dict[str, str] = {}
+        self.caches: dict[str, C.Cache] = {}
+        self._files_digest: dict[str, str] = {}
 
     # -- helpers -----------------------------------------------------------------------
     def display(self, path: str) -> str:
@@ -150,10 +157,10 @@ class Scanner:
         return an
 
     # -- one file ----------------------------------------------------------------------
-    def scan_file(self, path: str) -> FileResult:
+    def scan_file(self, path: str, quick: bool = False) -> FileResult | None:
         path = os.path.abspath(path)
         try:
-            return self._scan_file(path)
+            return self._scan_file(path, quick)
         except (RecursionError, MemoryError) as exc:
             return FileResult(path, [self._error_finding(path, 1, 1, None, f"file too complex to analyse ({type(exc).__name__})")], False)
         except Exception as exc:  # a bug in the scanner: reported, never a traceback
@@ -161,7 +168,12 @@ class Scanner:
                 raise
             return FileResult(path, [self._error_finding(path, 1, 1, None, f"internal error while analysing ({type(exc).__name__}: {str(exc)[:100]}); please report it")], False)
 
-    def _scan_file(self, path: str) -> FileResult:
+    def quick_result(self, path: str) -> FileResult | None:
+        """The result when it needs no analysis (unreadable, ruled out by the prefilter, or in
+        the cache); None when the file must be analysed (``scan_file``)."""
+        return self.scan_file(path, quick=True)
+
+    def _scan_file(self, path: str, quick: bool = False) -> FileResult | None:
         if not os.path.isfile(path):
             return FileResult(path, [self._error_finding(path, 1, 1, None, "not a regular file")])
         try:
@@ -177,6 +189,21 @@ class Scanner:
             return FileResult(path, [self._error_finding(path, 1, 1, None, str(exc))])
         if not prefilter(data):
             return FileResult(path, [], skipped=True)
+        cache = self.cache_for(path)
+        if cache is not None:
+            key = cache.key(path, data)
+            hit = self._from_cache(cache, cache.read(key), path)
+            if hit is not None:
+                return hit
+        if quick:
+            return None
+        result, entry = self._analyse(path)
+        if cache is not None and entry is not None:
+            cache.write(key, entry)
+        return result
+
+    def _analyse(self, path: str):
+        """(FileResult, cache entry or None) of a file that passed the prefilter."""
         index = self.index_for(path) if self.settings.link else None
         if index is not None:
             an = index._analyses.get(path)
@@ -184,33 +211,112 @@ class Scanner:
                 an = self._load(path, index, force=True)
                 index.put(path, an)
             if an is not None and not an.done:
-                an.run()
+                index.start_recording()
+                try:
+                    an.run()
+                finally:
+                    an.__dict__["_deps"] = index.stop_recording()
         else:
             an = self._load(path, None, force=True)
             if an is not None:
                 an.run()
         if an is None:
             msg = self._source_errors.get(path, "cannot read")
-            return FileResult(path, [self._error_finding(path, 1, 1, None, msg)])
+            return FileResult(path, [self._error_finding(path, 1, 1, None, msg)]), None
         findings = []
-        for unit, line, col, msg in self._parse_errors.get(path, []):
-            cell = an.units[unit].cell
-            f = self._error_finding(path, line, col, cell, msg)
-            if self._keep(an, f, unit):
-                findings.append(f)
-        importers = []
-        if index is not None and self.settings.link and _exports(an):
-            # run the importers first: a helper defined here (``compile_model(model)``) records
-            # its facts here when they call it with their models
-            importers = [(other, index.analysis(other, force=True)) for other in index.importers(path)]
-        findings.extend(self.findings_of(an))
-        for other, oan in importers:
-            if other in self.settings.scan_set or oan is None:
-                continue
-            for f in self.findings_of(oan):
-                if self.display(path) in f.related:
+        errors = self._parse_errors.get(path, [])
+        if errors and an.units[0].cell is not None:
+            # a notebook: one warning for its invalid cells; the other cells are analysed
+            unit, line, col, msg = errors[0]
+            cells = len(an.units)
+            what = "1 code cell is" if len(errors) == 1 else f"{len(errors)} of {cells} code cells are"
+            f = self._error_finding(
+                path, line, an.units[unit].column_in_original(line, col - 1) + 1, an.units[unit].cell,
+                f"{what} not valid Python even as IPython runs it (not analysed; the other cells are): "
+                f"first: {msg}", severity="warning",
+            )
+            errors = [(unit, f)] if self._keep(an, f, unit) else []
+            findings.extend(f for _, f in errors)
+        else:
+            for unit, line, col, msg in errors:
+                f = self._error_finding(path, line, col, an.units[unit].cell, msg)
+                if self._keep(an, f, unit):
                     findings.append(f)
-        return FileResult(path, findings, parsed=True)
+        # findings in the modules that import this one and use what it defines (kept for the
+        # cache with the importer's path, reported only for importers not being scanned). The
+        # importers run first: a helper defined here (``compile_model(model)``) records its
+        # facts here when they call it with their models.
+        reverse, importers, deps = [], None, set(an.__dict__.get("_deps", ()))
+        analysed = []
+        if index is not None and self.settings.link and _exports(an):
+            index.start_recording()
+            importers = index.importers(path)
+            self._store_imports(index)
+            analysed = [(other, index.analysis(other, force=True)) for other in importers]
+            deps |= index.stop_recording() | set(importers)
+        findings.extend(self.findings_of(an))
+        for other, oan in analysed:
+            if oan is not None:
+                reverse.extend((other, f) for f in self.findings_of(oan) if self.display(path) in f.related)
+        result = FileResult(path, findings + [f for other, f in reverse if other not in self.settings.scan_set], parsed=True)
+        if index is None or not self.settings.cache:
+            return result, None
+        deps.discard(path)
+        entry = {
+            "own": [C.finding_to_json(f) for f in findings],
+            "reverse": [[other, C.finding_to_json(f)] for other, f in reverse],
+            "deps": self.caches[index.root].deps_record(deps),
+            "files": self.files_digest(index),
+            "importers": importers,
+        }
+        return result, entry
+
+    # -- the persistent cache ----------------------------------------------------------
+    def cache_for(self, path: str):
+        """The cache of the file's project (None: caching off, or no cross-module links)."""
+        if not self.settings.cache or not self.settings.link:
+            return None
+        index = self.index_for(path)
+        cache = self.caches.get(index.root)
+        if cache is None:
+            from pytest_maskloss import __version__
+
+            s = self.settings
+            parts = (C.FORMAT, __version__, C.code_stamp(), index.root, repr(s.config), repr(index.target),
+                     s.keras_version, s.cwd, ProjectIndex.MAX_DEPTH)
+            cache = C.Cache(index.root, C.digest(repr(parts).encode()), s.cache_dir)
+            self.caches[index.root] = cache
+            index.stored_imports = cache.load_imports()
+        return cache if cache.usable else None
+
+    def files_digest(self, index: ProjectIndex) -> str:
+        if index.root not in self._files_digest:
+            self._files_digest[index.root] = C.digest("\n".join(index.files()).encode())
+        return self._files_digest[index.root]
+
+    def _store_imports(self, index: ProjectIndex) -> None:
+        cache = self.caches.get(index.root)
+        if cache is not None and index.imports_changed:
+            cache.store_imports(index.stored_imports)
+            index.imports_changed = False
+
+    def _from_cache(self, cache, entry, path: str) -> FileResult | None:
+        """The cached result, when everything it was computed from still holds."""
+        if entry is None:
+            return None
+        index = self.index_for(path)
+        try:
+            if entry["files"] != self.files_digest(index) or not cache.deps_unchanged(entry["deps"]):
+                return None
+            if entry["importers"] is not None:
+                if index.importers(path) != entry["importers"]:
+                    return None
+                self._store_imports(index)
+            findings = [C.finding_from_json(d) for d in entry["own"]]
+            findings += [C.finding_from_json(d) for other, d in entry["reverse"] if other not in self.settings.scan_set]
+        except (KeyError, TypeError, ValueError, IndexError):
+            return None  # an entry of another format
+        return FileResult(path, findings, parsed=True, cached=True)
 
     def findings_of(self, an: A.ModuleAnalysis) -> list[Finding]:
         cached = an.__dict__.get("_findings")
@@ -240,16 +346,17 @@ class Scanner:
         unit = an.units[raw.loc.unit]
         fix = raw.fix if isinstance(raw.fix, Fix) else None  # a fix that could not be built is None
         related = tuple(sorted(self.display(p) for p in raw.related if os.path.abspath(p) != an.path))
+        col, end_col = unit.column_in_original(pos[0], pos[1]), unit.column_in_original(pos[2], pos[3])
         return Finding(
-            path=self.display(an.path), line=pos[0], col=pos[1] + 1, code=rule.code,
-            message=raw.message, end_line=pos[2], end_col=pos[3] + 1, cell=unit.cell, fix=fix,
+            path=self.display(an.path), line=pos[0], col=col + 1, code=rule.code,
+            message=raw.message, end_line=pos[2], end_col=end_col + 1, cell=unit.cell, fix=fix,
             severity=raw.severity, rule=rule.name, related=related,
         )
 
-    def _error_finding(self, path, line, col, cell, msg) -> Finding:
+    def _error_finding(self, path, line, col, cell, msg, severity="error") -> Finding:
         return Finding(
             path=self.display(path), line=max(1, line), col=max(1, col), code=PARSE_CODE,
-            message=msg, cell=cell, severity="error", rule=R.ParseError.name,
+            message=msg, cell=cell, severity=severity, rule=R.ParseError.name,
         )
 
     def _keep(self, an, f: Finding, unit: int) -> bool:

@@ -9,9 +9,9 @@ import tempfile
 
 import libcst as cst
 
+from pytest_maskloss.scan.ipython import cell_python
 from pytest_maskloss.scan.source import (
     SourceError,
-    blank_magics,
     decode_python,
     notebook_with_cells,
     read_notebook,
@@ -78,7 +78,7 @@ def fixed_content(path: str, findings):
                 continue
             new = _apply_edits(u.original, edits)
             try:
-                cst.parse_module(blank_magics(new))
+                cst.parse_module(cell_python(new).text)
             except Exception as exc:
                 raise FixError(f"{path}: cell {u.cell} would not parse after the fix ({type(exc).__name__}); not written") from None
             new_sources[u.cell_index] = new

@@ -15,7 +15,7 @@ import os
 import libcst as cst
 
 from pytest_maskloss.scan.calls import Env, FunctionRunner
-from pytest_maskloss.scan.syntax import call_arg, dotted, int_of
+from pytest_maskloss.scan.syntax import call_arg, dotted, int_of, string_value
 from pytest_maskloss.scan.values import (
     MASKED, NONE, UNKNOWN, ClassRef, Const, DatasetV, DictV, EvalV, FuncRef, HistoryDictV, HistoryV, LayerV,
     ListV, Loc, ModelV, ModuleRef, PaddingV, ParamV, PerTokenV, Qual, ReportedLossV, SelfV, Str,
@@ -308,17 +308,8 @@ class Interpreter(FunctionRunner):
             return None
         if isinstance(node, cst.Call):
             return self.eval_call(node, env)
-        if isinstance(node, cst.SimpleString):
-            try:
-                val = node.evaluated_value
-            except Exception:
-                return None
-            return Str(val) if isinstance(val, str) else None
-        if isinstance(node, cst.ConcatenatedString):
-            try:
-                val = node.evaluated_value
-            except Exception:
-                return None
+        if isinstance(node, (cst.SimpleString, cst.ConcatenatedString)):
+            val = string_value(node)
             return Str(val) if isinstance(val, str) else None
         if isinstance(node, cst.Integer):
             return Const(int_of(node))

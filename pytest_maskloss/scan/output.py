@@ -159,10 +159,14 @@ def statistics(findings) -> str:
     return "\n".join(lines)
 
 
-def summary(findings, files: int, parsed: int) -> str:
+def summary(findings, files: int, parsed: int, cached: int = 0) -> str:
     sev = Counter(f.severity for f in findings)
+    if cached:
+        parsed = f"{parsed} parsed ({cached} of them in an earlier run: findings from the cache)"
+    else:
+        parsed = f"{parsed} parsed"
     if not findings:
-        return f"All checks passed! ({files} file{'s' if files != 1 else ''} scanned, {parsed} parsed)"
+        return f"All checks passed! ({files} file{'s' if files != 1 else ''} scanned, {parsed})"
     parts = [f"{sev[k]} {k}{'s' if sev[k] != 1 else ''}" for k in ("error", "warning", "note") if sev[k]]
     n = len(findings)
     fixable = sum(1 for f in findings if f.fix is not None)
@@ -172,5 +176,5 @@ def summary(findings, files: int, parsed: int) -> str:
         fix_note = f"; {fixable} with a fix ({safe} safe: --fix, {fixable - safe} unsafe: --fix --unsafe-fixes)"
     return (
         f"Found {n} finding{'s' if n != 1 else ''} ({', '.join(parts)}) in "
-        f"{len({f.path for f in findings})} file(s); {files} file(s) scanned, {parsed} parsed{fix_note}"
+        f"{len({f.path for f in findings})} file(s); {files} file(s) scanned, {parsed}{fix_note}"
     )

@@ -18,7 +18,7 @@ from pytest_maskloss.compat.flavours import KERAS_PACKAGES
 SKIP_DIRS = {
     ".git", ".hg", ".svn", ".tox", ".nox", ".venv", "venv", "env", ".env", "build", "dist",
     "node_modules", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".eggs",
-    "site-packages", ".ipynb_checkpoints",
+    "site-packages", ".ipynb_checkpoints", ".maskloss_cache",
 }
 MAX_PROJECT_FILES = 20000
 # a module can provide a model, a layer or a loss only if it mentions one of these
@@ -29,6 +29,24 @@ _NOT_PROJECT = frozenset(KERAS_PACKAGES) | {"numpy", "math", "torch", "jax", "os
 # resolved to project files only for a class's bases, in a project that holds the package
 _INSTALLED = frozenset({"pytest_maskloss"})
 _USER = re.compile(r"(?<!\bre)\.compile\s*\(|\.fit\s*\(|\.evaluate\s*\(|\bexp\s*\(")
+# `from a.b import (c, d)` / `import a.b as e`, over backslash-continued lines
+_IMPORT_STMT = re.compile(
+    r"^[ \t]*(?:from[ \t]+([.\w]+)[ \t]+import[ \t]*(\([^)]*\)|[^\n#;]*(?:\\\n[^\n#;]*)*)"
+    r"|import[ \t]+([^\n#;]*(?:\\\n[^\n#;]*)*))",
+    re.M,
+)
+_WORD = re.compile(r"\w+")
+
+
+def import_summary(text: str) -> tuple[frozenset, bool]:
+    """(every word in the file's import statements, does it compile/fit/evaluate or call exp):
+    what the reverse-import index keeps of a file."""
+    words = set()
+    for m in _IMPORT_STMT.finditer(text):
+        for group in m.groups():
+            if group:
+                words.update(_WORD.findall(group))
+    return frozenset(words), "import" in text and _USER.search(text) is not None
 
 
 class ProjectIndex:
@@ -42,6 +60,11 @@ class ProjectIndex:
         self._module_paths: dict[tuple[str, str], str | None] = {}
         self._depth = 0
         self._forced: set[str] = set()
+        # reverse-import index: path -> import_summary(text); filled lazily, or from the cache
+        self.imports: dict[str, tuple[frozenset, bool]] = {}
+        self._recording: list[set] = []  # the files each analysis being run has asked for
+        self.stored_imports: dict[str, list] = {}  # path -> [size, mtime_ns, words, user] (cache)
+        self.imports_changed = False
 
     # -- module names ------------------------------------------------------------------
     def module_name(self, path: str) -> str:
@@ -81,6 +104,7 @@ class ProjectIndex:
         """``force``: parse the file even if the prefilter rules it out (an importer found by
         ``importers``, which may only call a helper of the imported module)."""
         path = os.path.abspath(path)
+        self._note((path,))
         if path in self._analyses and not (force and self._analyses[path] is None and path not in self._forced):
             an = self._analyses[path]
         else:
@@ -93,11 +117,28 @@ class ProjectIndex:
             self._analyses[path] = an
         if an is not None and not an.done and not an.running:
             self._depth += 1
+            self.start_recording()
             try:
                 an.run()
             finally:
                 self._depth -= 1
+                an.__dict__["_deps"] = self.stop_recording()
+        elif an is not None:
+            self._note(an.__dict__.get("_deps", ()))
         return an
+
+    # -- what an analysis read (the persistent cache checks these files) -----------------
+    def start_recording(self) -> None:
+        self._recording.append(set())
+
+    def stop_recording(self) -> frozenset:
+        deps = frozenset(self._recording.pop())
+        self._note(deps)
+        return deps
+
+    def _note(self, paths) -> None:
+        if self._recording:
+            self._recording[-1].update(paths)
 
     def put(self, path: str, an) -> None:
         self._analyses[os.path.abspath(path)] = an
@@ -144,11 +185,12 @@ class ProjectIndex:
                     and not os.path.isfile(os.path.join(dirpath, d, "pyvenv.cfg"))
                 ]
                 for f in filenames:
-                    if f.endswith(".py") and os.path.isfile(os.path.join(dirpath, f)):  # no FIFOs
-                        out.append(os.path.join(dirpath, f))
+                    full = os.path.abspath(os.path.join(dirpath, f))
+                    if f.endswith(".py") and os.path.isfile(full):  # no FIFOs
+                        out.append(full)
                 if len(out) > MAX_PROJECT_FILES:
                     break
-            self._files = out
+            self._files = sorted(out)
         return self._files
 
     def text(self, path: str) -> str:
@@ -160,19 +202,38 @@ class ProjectIndex:
                 self._texts[path] = ""
         return self._texts[path]
 
+    def _summary(self, path: str) -> tuple[frozenset, bool]:
+        """import_summary of a file, from the stored index when its size and mtime match."""
+        try:
+            st = os.stat(path)
+            stat = [st.st_size, st.st_mtime_ns]
+        except OSError:
+            stat = None
+        stored = self.stored_imports.get(path)
+        if stat is not None and stored is not None and stored[:2] == stat:
+            return frozenset(stored[2]), bool(stored[3])
+        words, user = import_summary(self.text(path))
+        if stat is not None:
+            self.stored_imports[path] = [*stat, sorted(words), user]
+            self.imports_changed = True
+        return words, user
+
     def importers(self, path: str) -> list[str]:
-        """Project files that may import ``path`` and use what it defines."""
+        """Project files that may import ``path`` and use what it defines: those that compile,
+        fit, evaluate or call ``exp`` and name the module's last component in an import."""
         name = self.module_name(path)
         leaf = name.rsplit(".", 1)[-1]
         if leaf == "__init__" or not leaf:
             return []
-        word = re.compile(r"\b" + re.escape(leaf) + r"\b")
         me = os.path.abspath(path)
         out = []
         for f in self.files():
-            if os.path.abspath(f) == me:
+            if f == me:
                 continue
-            text = self.text(f)
-            if leaf in text and "import" in text and _USER.search(text) and word.search(text):
-                out.append(os.path.abspath(f))
+            summary = self.imports.get(f)
+            if summary is None:
+                summary = self.imports[f] = self._summary(f)
+            words, user = summary
+            if user and leaf in words:
+                out.append(f)
         return out

@@ -12,6 +12,8 @@ import re
 import tokenize
 from dataclasses import dataclass
 
+from pytest_maskloss.scan.ipython import cell_python
+
 MAX_BYTES = 8 * 1024 * 1024  # files larger than this are reported, not parsed
 
 
@@ -23,14 +25,22 @@ class SourceError(Exception):
 class Unit:
     """One piece of Python source: a whole file, or one notebook code cell.
 
-    ``text`` is what is parsed (for a cell: IPython magics blanked out, positions kept);
-    ``original`` is the text fixes are applied to (identical offsets).
+    ``text`` is what is parsed (for a cell: the Python IPython would run, line for line, see
+    :mod:`pytest_maskloss.scan.ipython`); ``original`` is the text findings point into and
+    fixes are applied to: the same lines, columns moved by ``shift`` (per line, may be empty).
     """
 
     text: str
     original: str
     cell: int | None = None  # 1-based code-cell number
     cell_index: int | None = None  # index in the notebook's "cells" list
+    shift: tuple[int, ...] = ()
+
+    def column_in_original(self, line: int, col: int) -> int:
+        """The 0-based column in ``original`` of column ``col`` of 1-based ``line`` of ``text``."""
+        if 1 <= line <= len(self.shift):
+            return col + self.shift[line - 1]
+        return col
 
 
 def decode_python(data: bytes) -> str:
@@ -49,33 +59,6 @@ def decode_python(data: bytes) -> str:
     if text.startswith("\ufeff"):
         text = text[1:]
     return text
-
-
-_MAGIC = re.compile(r"^[ \t]*([%!].*|\?.*|[\w.]+\?\??\s*$)")
-
-
-def blank_magics(cell: str) -> str:
-    """Replace IPython magics, shell escapes and help requests by spaces (same lengths, same
-    lines), so the cell parses and positions stay true. A ``%%`` cell magic blanks the cell."""
-    lines = cell.splitlines(keepends=True)
-    if lines and lines[0].lstrip().startswith("%%"):
-        return "".join(_blank(line) for line in lines)
-    out = []
-    continued = False
-    for line in lines:
-        body = line.rstrip("\r\n")
-        if continued or _MAGIC.match(body) or re.match(r"^[ \t]*\w[\w.]*\s*=\s*[%!]", body):
-            out.append(_blank(line))
-            continued = body.endswith("\\")
-        else:
-            out.append(line)
-            continued = False
-    return "".join(out)
-
-
-def _blank(line: str) -> str:
-    body = line.rstrip("\r\n")
-    return " " * len(body) + line[len(body):]
 
 
 def read_notebook(data: bytes) -> list[Unit]:
@@ -106,7 +89,8 @@ def read_notebook(data: bytes) -> list[Unit]:
             src = "".join(s for s in src if isinstance(s, str))
         if not isinstance(src, str):
             continue
-        units.append(Unit(text=blank_magics(src), original=src, cell=number, cell_index=index))
+        python = cell_python(src)
+        units.append(Unit(text=python.text, original=src, cell=number, cell_index=index, shift=python.shift))
     return units
 
 

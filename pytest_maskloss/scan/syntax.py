@@ -49,15 +49,35 @@ def int_of(node) -> int | None:
     return None
 
 
+def string_value(node):
+    """The value of a string literal (str or bytes; None for f-strings and bad literals).
+    Literals without escapes are sliced; only the rest go through libcst's ``evaluated_value``
+    (``ast.literal_eval``, a ``compile`` per call: most of the interpreter's time on real code,
+    where docstrings are the commonest literals)."""
+    if isinstance(node, cst.SimpleString):
+        prefix, quote, text = node.prefix.lower(), node.quote, node.value
+        if prefix in ("", "u", "r") and ("\\" not in text or prefix == "r"):
+            return text[len(prefix) + len(quote): len(text) - len(quote)]
+    elif isinstance(node, cst.ConcatenatedString):
+        left, right = string_value(node.left), string_value(node.right)
+        if left is None or right is None or type(left) is not type(right):
+            return None
+        return left + right
+    else:
+        return None
+    try:
+        return node.evaluated_value
+    except Exception:
+        return None
+
+
 def kw_literal(call: cst.Call, name: str) -> str | None:
     node = call_arg(call, None, name)
     if node is None:
         return None
     if isinstance(node, cst.SimpleString):
-        try:
-            return str(node.evaluated_value)
-        except Exception:
-            return "?"
+        value = string_value(node)
+        return "?" if value is None else str(value)
     if isinstance(node, cst.Attribute):  # losses_utils.ReductionV2.SUM
         return node.attr.value.lower()
     return "?"

@@ -27,7 +27,11 @@ class ParseError:
     A file that cannot be parsed cannot be checked: whatever it does to a masked loss goes
     unseen.
 
-    Severity: **error**.
+    In a notebook, cells are read as IPython runs them (magics, shell escapes, help syntax,
+    pasted indents); the cells that are invalid even so are reported once per notebook, as a
+    **warning** naming how many were skipped, and the other cells are analysed.
+
+    Severity: **error** (a notebook's invalid cells: **warning**).
 
     ## Example
     ```python
