@@ -22,9 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 
 from pytest_maskloss.scan.findings import Edit, Finding, Fix
+from pytest_maskloss.scan.source import write_atomic
 
 DIR_NAME = ".maskloss_cache"
 FORMAT = 1
@@ -115,8 +115,8 @@ class Cache:
             os.makedirs(self.folder, exist_ok=True)
             marker = os.path.join(self.folder, ".gitignore")
             if not os.path.exists(marker):
-                _write_atomic(marker, b"# created by maskloss scan\n*\n")
-                _write_atomic(os.path.join(self.folder, "CACHEDIR.TAG"),
+                write_atomic(marker, b"# created by maskloss scan\n*\n")
+                write_atomic(os.path.join(self.folder, "CACHEDIR.TAG"),
                               b"Signature: 8a477f597d28d172789f06886806bc55\n# maskloss scan cache\n")
         except OSError:
             self.usable = False
@@ -138,7 +138,7 @@ class Cache:
         entry = dict(entry, format=FORMAT)
         try:
             os.makedirs(os.path.dirname(self._path(key)), exist_ok=True)
-            _write_atomic(self._path(key), json.dumps(entry, separators=(",", ":")).encode())
+            write_atomic(self._path(key), json.dumps(entry, separators=(",", ":")).encode())
         except (OSError, TypeError, ValueError):
             pass
 
@@ -188,20 +188,8 @@ class Cache:
         if not self._prepare():
             return
         try:
-            _write_atomic(self._imports_path(), json.dumps({"format": FORMAT, "files": files}, separators=(",", ":")).encode())
+            write_atomic(self._imports_path(), json.dumps({"format": FORMAT, "files": files}, separators=(",", ":")).encode())
         except (OSError, TypeError, ValueError):
             pass
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

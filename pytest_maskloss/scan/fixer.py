@@ -4,8 +4,6 @@ before anything is written, atomic writes (temp file + os.replace), unified diff
 from __future__ import annotations
 
 import difflib
-import os
-import tempfile
 
 import libcst as cst
 
@@ -15,6 +13,7 @@ from pytest_maskloss.scan.source import (
     decode_python,
     notebook_with_cells,
     read_notebook,
+    write_atomic,
 )
 
 
@@ -101,25 +100,6 @@ def fixed_content(path: str, findings):
     if bom:
         out = b"\xef\xbb\xbf" + out
     return data, out, applied
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".maskloss-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        try:
-            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-        except OSError:
-            pass
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def diff(path: str, old: bytes, new: bytes) -> str:

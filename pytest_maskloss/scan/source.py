@@ -1,4 +1,5 @@
-"""Reading what the scanner scans: Python files (any encoding PEP 263 allows) and notebooks.
+"""Reading what the scanner scans: Python files (any encoding PEP 263 allows) and notebooks;
+and writing a file back atomically (fixes and cache entries).
 
 Nothing here raises on bad input: every problem comes back as a ``SourceError`` with a message,
 which the engine reports as ``MSK900``.
@@ -8,7 +9,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import tempfile
 import tokenize
 from dataclasses import dataclass
 
@@ -125,3 +128,24 @@ def notebook_with_cells(data: bytes, new_sources: dict[int, str]) -> bytes:
     if m:
         indent = len(m.group(1))
     return (json.dumps(nb, indent=indent, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` in one rename (a reader never sees half a file; concurrent
+    writers leave one whole version), keeping an existing file's permission bits."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".maskloss-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        try:
+            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+        except OSError:
+            pass
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
