@@ -14,17 +14,8 @@ from stack import KERAS3, OLD_TF_KERAS, STACK, TF_BACKEND, keras, only_tf210, sc
 
 import pytest_maskloss
 from pytest_maskloss import MaskLossInputError, MaskLossMismatch, assert_masked_loss
+from probe import LENGTHS, VOCAB, padded_tokens
 
-VOCAB = 7
-LENGTHS = [6, 6, 2, 1]  # the probe of docs/failure-modes.md: 4 sequences of length 6
-
-
-def padded_tokens(lengths=LENGTHS, T=6, seed=0, vocab=VOCAB):
-    rng = np.random.default_rng(seed)
-    tokens = np.zeros((len(lengths), T), dtype="int32")
-    for i, n in enumerate(lengths):
-        tokens[i, :n] = rng.integers(1, vocab, size=n)
-    return tokens
 
 
 def language_model(*, mask_zero=True, middle=None, loss="sparse_categorical_crossentropy",

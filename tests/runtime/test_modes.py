@@ -12,9 +12,8 @@ import pytest
 from stack import BACKEND, KERAS3, OLD_TF_KERAS, STACK, TF_BACKEND, keras, sce
 
 from pytest_maskloss import MaskLossInputError, check_masked_loss
+from probe import VOCAB, padded_tokens
 
-VOCAB = 7
-LENGTHS = [6, 6, 2, 1]  # 15 real tokens of 24; with batch size 2 the first batch has no padding
 VERSION = tuple(int(p) for p in keras.__version__.split(".")[:2])
 
 keras3_from_3_8 = pytest.mark.skipif(
@@ -27,14 +26,6 @@ jax_or_torch = pytest.mark.skipif(
     BACKEND not in ("jax", "torch"), reason="negative labels are scored 0 on Keras 3 with JAX or PyTorch only"
 )
 tensorflow_ops = pytest.mark.skipif(not TF_BACKEND, reason="TensorFlow rejects negative sparse labels")
-
-
-def padded_tokens():
-    rng = np.random.default_rng(0)
-    tokens = np.zeros((len(LENGTHS), 6), dtype="int32")
-    for i, n in enumerate(LENGTHS):
-        tokens[i, :n] = rng.integers(1, VOCAB, size=n)
-    return tokens
 
 
 def compiled(inputs, h, loss="sparse_categorical_crossentropy"):

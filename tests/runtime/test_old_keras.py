@@ -13,14 +13,13 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from pytest_maskloss import check_masked_loss  # noqa: E402
+from probe import VOCAB, padded_tokens  # noqa: E402
 
 pytestmark = pytest.mark.oldkeras
 
 VERSION = tuple(int(p) for p in keras.__version__.split(".")[:2])
 KERAS3 = VERSION[0] >= 3
 BACKEND = keras.config.backend() if KERAS3 else "tensorflow"
-VOCAB = 7
-LENGTHS = [6, 6, 2, 1]  # 15 real tokens of 24; with batch size 2 the first batch has no padding
 
 jax_before_3_6 = pytest.mark.skipif(
     not (KERAS3 and BACKEND == "jax" and VERSION < (3, 6)),
@@ -30,14 +29,6 @@ running_mean_on_batch = pytest.mark.skipif(
     not (KERAS3 and VERSION < (3, 15)),
     reason="*_on_batch return a running mean across calls only on Keras 3.0–3.14",
 )
-
-
-def padded_tokens():
-    rng = np.random.default_rng(0)
-    tokens = np.zeros((len(LENGTHS), 6), dtype="int32")
-    for i, n in enumerate(LENGTHS):
-        tokens[i, :n] = rng.integers(1, VOCAB, size=n)
-    return tokens
 
 
 def language_model(loss="sparse_categorical_crossentropy", mask_zero=True):
