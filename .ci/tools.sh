@@ -11,18 +11,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/maskloss-tools.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 export PRE_COMMIT_HOME="$WORK/pre-commit-home" GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1
 export GIT_AUTHOR_NAME=ci GIT_AUTHOR_EMAIL=ci@localhost GIT_COMMITTER_NAME=ci GIT_COMMITTER_EMAIL=ci@localhost
-say() { printf '\n--- %s\n' "$*"; }
-fail() { printf 'FAILED: %s\n' "$*"; exit 1; }
-# expect STATUS CMD...: run CMD, show its output, fail unless it exits with STATUS
-expect() {
-  local want=$1; shift
-  printf '$ %s\n' "$*"
-  set +e; "$@" >"$WORK/out" 2>&1; local got=$?; set -e
-  sed 's/^/  | /' "$WORK/out"
-  [ "$got" -eq "$want" ] || fail "exit status $got, expected $want: $*"
-  echo "  (exit $got, as expected)"
-}
-contains() { grep -qE -- "$1" "$WORK/out" || fail "output lacks /$1/"; }
+. "$ROOT/.ci/expect.sh"
 
 # The hook repository: this checkout as committed files plus uncommitted edits, in a git repo of
 # its own (what try-repo does with a dirty tree; a .pre-commit-config.yaml needs a commit).
