@@ -5,7 +5,11 @@ added losses) to a host function, as numpy, once per step.
 
 How the tensors reach the host, by backend: TensorFlow (Keras 3 and Keras 2) through
 ``tf.py_function`` in the traced step; JAX through ``jax.debug.callback`` (the step is always
-jitted; the callback runs once per step); PyTorch directly (its steps run eagerly). The tap
+jitted; the callback runs once per step); PyTorch directly (its steps run eagerly). A TensorFlow
+step compiled by XLA (``jit_compile=True``, Keras 3's default when a GPU is visible) cannot call
+the host, so there the tensors leave the step as one more entry of the logs ``train_step`` /
+``test_step`` return, and the step function the model calls (``train_function`` /
+``test_function``) is wrapped to take that entry out before Keras sees the logs. The tap
 installs instance attributes over ``compute_loss``, ``train_step``, ``test_step`` and
 ``reset_metrics`` and resets the cached step functions so that they are traced with it; closing it
 removes the attributes and puts back the step functions the model had. A step function traced
@@ -13,7 +17,8 @@ while the tap was open where the model had none stays in place with the tap iner
 callback returns at once), so the model is not traced a second time.
 
 What the tap cannot follow raises ``TapUnavailable`` (with a sentence saying why) before anything
-is changed: a step compiled by XLA on TensorFlow cannot call back to the host. The tap never
+is changed: an XLA step that runs several steps per execution (only the last one's logs leave
+the compiled loop) or spans several replicas. The tap never
 changes what the step computes, and an error on the host side is kept, not raised into the step.
 """
 
@@ -29,6 +34,9 @@ from pytest_maskloss.compat.model import to_numpy
 
 _FUNCTIONS = ("train_function", "test_function")
 _STEPS = {"train_step": "train", "test_step": "test"}
+_MAKERS = {"make_train_function": ("train_function", "train"),
+           "make_test_function": ("test_function", "test")}
+_LOGS_KEY = "__maskloss_observation__"  # the step's tensors, in the logs of an XLA step
 
 
 class TapUnavailable(Exception):
@@ -57,11 +65,9 @@ class LossTap:
 
     def __init__(self, model, info, on_step, *, on_period=lambda: None, per_token=None,
                  want_x=True, want_pred=True):
-        if xla_compiled(model, info):
-            raise TapUnavailable(
-                "the step is compiled with XLA (jit_compile=True), which cannot call back to the "
-                "host; compile with jit_compile=False to have it observed"
-            )
+        self.through_logs = xla_compiled(model, info)
+        if self.through_logs:
+            _refuse_unfollowable_xla(model)
         self.model = model
         self.info = info
         self.on_step = on_step
@@ -77,6 +83,8 @@ class LossTap:
         self._phase = None
         self._saved = {}
         self._traced = {}  # step functions traced with the tap, reused by the next opening
+        self._in_logs = {}  # XLA: phase -> the tensors of the step being traced
+        self._layouts = {}  # XLA: phase -> (structure, which leaves are present) of those
         self._lock = threading.Lock()
 
     # -- opening and closing -------------------------------------------------------------
@@ -92,8 +100,9 @@ class LossTap:
     def __enter__(self):
         self.active = True
         model = self.model
+        makers = tuple(_MAKERS) if self.through_logs else ()
         self._saved = {name: model.__dict__.get(name, _ABSENT)
-                       for name in ("compute_loss", "reset_metrics", *_STEPS)}
+                       for name in ("compute_loss", "reset_metrics", *_STEPS, *makers)}
         self._functions = {name: getattr(model, name, None) for name in _FUNCTIONS}
         original_loss = model.compute_loss
         tap = self
@@ -119,6 +128,8 @@ class LossTap:
             return original_reset(*args, **kwargs)
 
         _set(model, "reset_metrics", reset_metrics)
+        for name in makers:
+            _set(model, name, self._stripping_maker(getattr(model, name), *_MAKERS[name]))
         for name in _FUNCTIONS:
             _set(model, name, self._traced.get(name))
         return self
@@ -149,11 +160,30 @@ class LossTap:
         def phased(*args, **kwargs):
             previous, tap._phase = tap._phase, phase
             try:
-                return step(*args, **kwargs)
+                logs = step(*args, **kwargs)
             finally:
                 tap._phase = previous
+            carried = tap._in_logs.pop(phase, None)
+            if carried is not None and isinstance(logs, dict):  # XLA: out with the logs
+                logs = {**logs, _LOGS_KEY: carried}
+            return logs
 
         return phased
+
+    def _stripping_maker(self, make, function_name, phase):
+        """``make_*_function`` wrapped so that the step function it makes has the tap's entry
+        taken out of the logs it returns (and handed to the host)."""
+        tap, model = self, self.model
+
+        def make_function(*args, **kwargs):
+            made = make(*args, **kwargs)  # Keras 3 sets the attribute; Keras 2 also returns it
+            function = getattr(model, function_name, None) or made
+            if function is not None and not isinstance(function, _LogsStripped):
+                function = _LogsStripped(function, tap, phase)
+                _set(model, function_name, function)
+            return function
+
+        return make_function
 
     def flush(self):
         """Wait until every step's callback has run (JAX dispatches them asynchronously)."""
@@ -179,7 +209,9 @@ class LossTap:
             "per_token": self.per_token(y, y_pred) if self.per_token is not None else None,
         }
         backend = self.info.backend
-        if backend == F.TENSORFLOW:
+        if self.through_logs:
+            self._carry_in_logs(payload, phase)
+        elif backend == F.TENSORFLOW:
             self._send_tensorflow(payload, phase)
         elif backend == F.JAX:
             import jax
@@ -212,6 +244,28 @@ class LossTap:
 
         tf.py_function(host, inputs, Tout=tf.int32)
 
+    def _carry_in_logs(self, payload, phase):
+        """XLA: the payload's tensors, to be returned with the step's logs (``_phased``)."""
+        import tensorflow as tf
+
+        flat = tf.nest.flatten(payload)
+        present = [t is not None for t in flat]
+        # the layout stays on the host (one per phase: a phase's payload keeps its structure);
+        # the logs carry a tuple of tensors only: Keras 3 passes them through
+        # tf.experimental.Optional, which takes no lists, and Keras 2 through control deps
+        self._layouts[phase] = (tf.nest.map_structure(lambda _: None, payload), present)
+        self._in_logs[phase] = tuple(tf.convert_to_tensor(t) for t in flat if t is not None)
+
+    def receive_from_logs(self, carried, phase):
+        """The host side of ``_carry_in_logs``: the tensors a step returned with its logs."""
+        import tensorflow as tf
+
+        structure, present = self._layouts[phase]
+        tensors = carried
+        values = iter(_view(t) for t in tensors)
+        leaves = [next(values) if p else None for p in present]
+        self._receive(tf.nest.pack_sequence_as(structure, leaves), phase, 0)
+
     # -- on the host -------------------------------------------------------------------------
 
     def _receive(self, tree, phase, replica):
@@ -228,6 +282,54 @@ class LossTap:
 
 
 _ABSENT = object()
+
+
+class _LogsStripped:
+    """A step function of an XLA-compiled model with the tap's entry taken out of its logs:
+    Keras (callbacks, History, the progress bar) sees the logs the step would return unobserved.
+    It stays on the model after the tap closes when the step was first traced under the tap,
+    since that trace keeps returning the entry."""
+
+    def __init__(self, function, tap, phase):
+        self._function = function
+        self._tap = tap
+        self._phase = phase
+
+    def __call__(self, *args, **kwargs):
+        logs = self._function(*args, **kwargs)
+        if not isinstance(logs, dict) or _LOGS_KEY not in logs:
+            return logs
+        logs = dict(logs)
+        carried = logs.pop(_LOGS_KEY)
+        if self._tap.active:
+            try:
+                self._tap.receive_from_logs(carried, self._phase)
+            except Exception as exc:  # never into the user's call
+                self._tap.errors.append(f"{type(exc).__name__}: {exc}")
+        return logs
+
+    def __getattr__(self, name):  # e.g. get_concrete_function, the traced function's own API
+        return getattr(self._function, name)
+
+
+def _refuse_unfollowable_xla(model):
+    from pytest_maskloss.compat.model import num_replicas, steps_per_execution
+
+    steps = steps_per_execution(model)
+    if steps > 1:
+        raise TapUnavailable(
+            f"the step is compiled with XLA (jit_compile=True) and runs {steps} steps per "
+            "execution: XLA cannot call back to the host, and only the last step's logs leave "
+            "the compiled loop; compile with steps_per_execution=1 (or jit_compile=False) to "
+            "have it observed"
+        )
+    replicas = num_replicas(model)
+    if replicas > 1:
+        raise TapUnavailable(
+            f"the step is compiled with XLA (jit_compile=True) under a tf.distribute strategy "
+            f"of {replicas} replicas, which the observation does not follow (XLA cannot call "
+            "back to the host); compile with jit_compile=False to have it observed"
+        )
 
 
 def _spans_devices() -> bool:
