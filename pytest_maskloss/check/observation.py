@@ -47,7 +47,8 @@ KERAS_HUB_FIX = (
 
 class Observation:
     def __init__(self, model, info, *, pad_id=0, pad_in="auto", mask=None, per_token_loss_fn=None,
-                 granularity="batch", rtol=None, atol=None, metrics=True, data="the call's own data"):
+                 granularity="batch", rtol=None, atol=None, metrics=True, data="the call's own data",
+                 tap=None):
         default_rtol, default_atol = TOLERANCES.get(M.compute_dtype(model), TOLERANCES["float32"])
         rtol = default_rtol if rtol is None else rtol
         atol = default_atol if atol is None else atol
@@ -75,8 +76,14 @@ class Observation:
         self.judge.has_mask_source = bool(self.mask_sources)
         self.metrics = Metrics(self.outputs, self.stack, self.padding, self.judge)
         self.recorders = {}  # path -> Recorder of its last observed call
-        self._tap = None
+        self._tap = tap  # an earlier observation's tap of this model: its steps are not retraced
         self._metric_names_known = False
+
+    @property
+    def tap(self):
+        """The model's LossTap once a call has been watched (None before, or if it cannot be
+        tapped): hand it to the next Observation of the same model with ``tap=``."""
+        return self._tap
 
     # -- observing a call ---------------------------------------------------------------------
 

@@ -5,13 +5,13 @@ Registered (by the plugin's ``pytest_configure``) only for a session that asked 
 - The Keras ``Model`` methods are wrapped (``plugin.patching``) at session start, again before
   each test (for Keras imported during collection) and when ``keras``/``tf_keras`` is first
   imported; the wrappers are removed at session end.
-- A wrapper runs the original call first, unchanged, and returns its value untouched. Then,
-  for a model with a mask source, zero sample weights or a configured pad id, it runs
-  ``check_masked_loss`` on the same data (``plugin.calls``), for the path that was called, once
-  per model, path and test. For the training paths the check sees the weights from *before*
-  the call: the state is copied before the call, the state the call left is copied after it,
-  the pre-call state is put back for the check (which restores what it found), and finally
-  the post-call state is put back (``compat.state``).
+- A wrapper makes the original call itself, with its own arguments, and returns its value
+  untouched. For a model with a mask source, zero sample weights, a configured pad id or a
+  preprocessor that pads, the call runs under observation (``check.observation``): each step's
+  batch, predictions, weights and masks reach the host, and the figures the call returned (its
+  ``History``, its ``evaluate`` result) are judged against them. Every such call of a test is
+  audited: the observations of one model in a test share one tap, so its step functions are
+  traced once.
 - Calls made while a call is being audited, and every call a check makes (``check.guard``: the
   ``maskloss`` fixture's check too), are passed through.
 - Anything the audit cannot judge is recorded as "not audited: reason" (``plugin.records``); it
@@ -55,10 +55,9 @@ class AuditPlugin:
         self.records = []  # dicts, JSON-able (they travel from xdist workers)
         self.item = None
         self.options = None  # the current test's audit options (None: not auditing now)
-        # (nodeid, id(model), method) -> its record: the first such call is observed, later ones
-        # are counted on that record (observing again would retrace the model's step)
-        self.audited = {}
-        self.attempts = {}  # (nodeid, id(model), method) -> calls tried (not-audited ones too)
+        self.taps = {}  # (nodeid, id(model)) -> the model's LossTap in this test (cleared after it)
+        self.calls = {}  # (nodeid, id(model), method) -> calls audited or tried
+        self.unaudited = {}  # (nodeid, id(model), method) -> calls that could not be audited
         self.strict_failures = {}  # nodeid -> message raised in strict mode
         self.patches = Patches(self._wrap)
         self.is_worker = hasattr(config, "workerinput")
@@ -82,6 +81,7 @@ class AuditPlugin:
             yield
         finally:
             self.item, self.options = None, None
+            self.taps.clear()  # the test's models may go: keep no tap of them
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
@@ -165,10 +165,7 @@ class AuditPlugin:
         call alone)."""
         try:
             key = (self.item.nodeid, id(model), method)
-            if key in self.audited:
-                self.audited[key]["repeats"] = self.audited[key].get("repeats", 0) + 1
-                return None
-            if self.attempts.get(key, 0) >= MAX_ATTEMPTS:
+            if self.unaudited.get(key, 0) >= MAX_ATTEMPTS:
                 return None
             if not M.is_compiled(model):
                 return None  # Keras itself refuses the call ("You must call compile()")
@@ -179,8 +176,9 @@ class AuditPlugin:
                 return None
         except Exception:  # an unusual call: let Keras report it; never break the test here
             return None
-        self.attempts[key] = self.attempts.get(key, 0) + 1
+        self.calls[key] = self.calls.get(key, 0) + 1
         record = R.new_record(self.item.nodeid, str(getattr(model, "name", type(model).__name__)), method)
+        record["call"] = self.calls[key]
         try:
             from pytest_maskloss.check.observation import Observation
 
@@ -189,21 +187,22 @@ class AuditPlugin:
             options = dict(self.options)
             if options.get("pad_id") is None:
                 options["pad_id"] = 0
-            observation = Observation(model, info, **options)
+            observation = Observation(model, info, tap=self.taps.get(key[:2]), **options)
         except Exception as exc:
             record["reason"] = _reason(exc)
-            self._record(self.item, record, None)
+            self._record(self.item, record, None, key)
             return None
         return _Audit(key, record, observation)
 
     def _finish(self, audit, recorder, result):
         """Judge what the call returned; returns (message, report) in strict mode, else None."""
         record, observation = audit.record, audit.observation
+        if observation.tap is not None:
+            self.taps[audit.key[:2]] = observation.tap
         try:
             if recorder is not None:
                 observation.judge_call(record["path"], [result] if record["path"] in ON_BATCH else result)
             report = observation.report
-            self.audited[audit.key] = record
             record["status"] = "finding" if report.findings else "ok"
             record["findings"] = [R.finding_of(c) for c in R.headline(report.findings)]
             record["skipped"] = dict(report.skipped)
@@ -212,11 +211,13 @@ class AuditPlugin:
                 record["reason"] = "; ".join(report.skipped.values()) or "nothing was compared"
         except Exception as exc:  # the audit must never break the user's test
             record["reason"] = _reason(exc)
-            return self._record(self.item, record, None)
-        return self._record(self.item, record, observation.report)
+            return self._record(self.item, record, None, audit.key)
+        return self._record(self.item, record, observation.report, audit.key)
 
-    def _record(self, item, record, report):
+    def _record(self, item, record, report, key):
         self.records.append(record)
+        if record["status"] == "not-audited":
+            self.unaudited[key] = self.unaudited.get(key, 0) + 1
         for finding in record["findings"]:
             item.user_properties.append(("maskloss", R.property_text(record, finding)))
         if record["status"] == "not-audited":

@@ -150,6 +150,19 @@ def test_padding_as_sample_weight():
     print("losses", history.history["loss"])
 
 
+def test_every_call_is_judged_on_its_own_data():
+    # the same model evaluated twice on different padded batches: each call is judged with the
+    # figures it returned (a wrong model, so both are findings, with different numbers)
+    model = h.lm(mask_zero=False, name="twice_lm")
+    calls = []
+    for x in (h.padded(), h.padded(lengths=(3, 1, 1, 5), seed=1)):
+        w = (x != 0).astype("float32")
+        l = h.token_losses(model, x)
+        calls.append({"reported": float((l * w).sum() / w.size), "reference": float((l * w).sum() / w.sum())})
+        print("evaluate", model.evaluate(x, x, sample_weight=w, batch_size=4, verbose=0))
+    h.write("expected/test_every_call_is_judged_on_its_own_data.json", calls)
+
+
 def test_conv1d_loses_the_mask():
     x = h.padded()
     model = h.lm(conv=True, name="conv_lm")
@@ -303,6 +316,8 @@ WRONG = {
     "test_fails_on_its_own": "padding-in-denominator",
     "test_swallows_exceptions": "padding-in-denominator",
 }
+# a test that evaluates one wrong model twice: (model, path, mode) of both findings
+TWICE = {"test_every_call_is_judged_on_its_own_data": ("twice_lm", "evaluate", "padding-in-denominator")}
 CLEAN = ("test_clean_masked_model_on_every_path", "test_identity_audited", "test_one_shot_generator",
          "test_custom_loss_is_judged_token_by_token")
 NOT_AUDITED = {  # test -> (calls recorded as not audited, reason they start with)

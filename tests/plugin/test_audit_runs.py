@@ -17,7 +17,7 @@ from importlib.metadata import version
 import numpy as np
 import pytest
 
-from minisuite import CLEAN, NO_RECORD, NOT_AUDITED, WRONG, write_suite
+from minisuite import CLEAN, NO_RECORD, NOT_AUDITED, TWICE, WRONG, write_suite
 from runner import run_pytest, summary_rows, totals_line
 
 NODE = "test_mini.py::"
@@ -44,7 +44,7 @@ def report(out):
 
 def test_warn_mode_keeps_every_outcome(warn_run):
     result, out = warn_run
-    result.assert_outcomes(passed=15, failed=1)  # what the suite gives without the audit
+    result.assert_outcomes(passed=16, failed=1)  # what the suite gives without the audit
     assert any(l.startswith("FAILED test_mini.py::test_fails_on_its_own") for l in result.outlines)
     assert "maskloss: auditing Keras models (warn mode); Keras " + version("keras") in result.stdout.str()
 
@@ -68,6 +68,20 @@ def test_each_failure_mode_shows_in_the_summary_with_its_figures(warn_run, test)
     assert finding["scope"].startswith("batch" if want["batch_scope"] else "epoch")
 
 
+def test_a_later_call_of_the_same_model_is_judged_with_its_own_figures(warn_run):
+    result, out = warn_run
+    (test, (model, path, mode)), = TWICE.items()
+    want = json.loads((out / "expected" / f"{test}.json").read_text())
+    found = [f for f in report(out)["findings"] if f["test"] == NODE + test]
+    assert [(f["model"], f["path"], f["mode"], f["call"]) for f in found] == [(model, path, mode, 1), (model, path, mode, 2)]
+    for finding, call in zip(found, want):
+        assert finding["reported"] == pytest.approx(call["reported"], rel=1e-5)
+        assert finding["reference"] == pytest.approx(call["reference"], rel=1e-5)
+    assert want[0]["reference"] != pytest.approx(want[1]["reference"], rel=1e-3)  # two different calls
+    rows = summary_rows(result)[NODE + test]
+    assert [r[2] for r in rows] == [path, f"{path} #2"]
+
+
 def test_conv1d_finding_names_the_layer(warn_run):
     result, out = warn_run
     (finding,) = [f for f in report(out)["findings"] if f["test"] == NODE + "test_conv1d_loses_the_mask"]
@@ -84,12 +98,12 @@ def test_clean_models_have_no_finding_and_unmasked_models_cost_no_check(warn_run
         assert NODE + test not in summary_rows(result)
     assert sorted(a["path"] for a in audits if a["test"] == NODE + CLEAN[0]) == sorted(
         ["fit", "evaluate", "train_on_batch", "test_on_batch"])
-    # identity_lm calls fit twice: audited once per model, path and test
-    assert sorted(a["path"] for a in audits if a["test"] == NODE + "test_identity_audited") == [
-        "evaluate", "fit", "train_on_batch"]
+    # identity_lm calls fit twice: both calls audited, the second as call 2 (one tap: no retrace)
+    assert sorted((a["path"], a["call"]) for a in audits if a["test"] == NODE + "test_identity_audited") == [
+        ("evaluate", 1), ("fit", 1), ("fit", 2), ("train_on_batch", 1)]
     for test in NO_RECORD:  # no mask source, or opted out: no check ran, nothing recorded
         assert not [a for a in audits if a["test"] == NODE + test]
-    assert set(summary_rows(result)) == {NODE + t for t in WRONG}
+    assert set(summary_rows(result)) == {NODE + t for t in (*WRONG, *TWICE)}
 
 
 def test_calls_that_cannot_be_audited_are_recorded_with_the_reason(warn_run):
@@ -110,16 +124,17 @@ def test_totals_line_and_json_totals(warn_run):
     modes = {}
     for mode in WRONG.values():
         modes[mode] = modes.get(mode, 0) + 1
+    modes["padding-in-denominator"] += 2  # TWICE: two calls, two findings
     assert totals["by_mode"] == modes
-    assert totals["findings"] == totals["tests_with_findings"] == len(WRONG)
-    # 7 wrong tests x 1 call, clean model 4 paths, identity model 3 paths, a one-shot generator's
-    # fit and a custom loss's evaluate
-    assert totals["audited_calls"] == len(WRONG) + 4 + 3 + 1 + 1
+    assert totals["findings"] == len(WRONG) + 2 and totals["tests_with_findings"] == len(WRONG) + 1
+    # 7 wrong tests x 1 call, clean model 4 paths, identity model 4 calls (fit twice), a one-shot
+    # generator's fit, a custom loss's evaluate, and TWICE's two evaluates
+    assert totals["audited_calls"] == len(WRONG) + 4 + 4 + 1 + 1 + 2
     assert totals["not_audited"] == 3
     line = totals_line(result)
-    assert line == (f"maskloss (warn): 16 call(s) audited in 11 test(s); {len(WRONG)} finding(s) in "
-                    f"{len(WRONG)} test(s) (epoch-weighted-by-sequences: 1, loss-ignores-mask: 1, mask-lost: 1, "
-                    "padding-in-denominator: 4); 3 call(s) not audited")
+    assert line == (f"maskloss (warn): 19 call(s) audited in 12 test(s); {len(WRONG) + 2} finding(s) in "
+                    f"{len(WRONG) + 1} test(s) (epoch-weighted-by-sequences: 1, loss-ignores-mask: 1, mask-lost: 1, "
+                    "padding-in-denominator: 6); 3 call(s) not audited")
     assert report(out)["mode"] == "warn" and report(out)["keras"].startswith("Keras " + version("keras"))
 
 
@@ -212,13 +227,13 @@ def test_outcomes_printed_losses_and_weights_are_those_of_a_run_without_maskloss
     audited, audited_out = warn_run
     directory = write_suite(tmp_path)
     plain = run_pytest(directory, "-rA")
-    plain.assert_outcomes(passed=15, failed=1)
+    plain.assert_outcomes(passed=16, failed=1)
     assert "maskloss audit" not in plain.stdout.str() and "maskloss: auditing" not in plain.stdout.str()
 
     def printed(result):
         return [l for l in result.outlines if l.startswith(("losses ", "evaluate ", "test_on_batch "))]
 
-    assert printed(plain) == printed(audited) and len(printed(plain)) == 5
+    assert printed(plain) == printed(audited) and len(printed(plain)) == 7
     for name in ("audited", "not_audited"):
         a = np.load(audited_out / "state" / f"{name}.npz")
         b = np.load(directory / "out" / "state" / f"{name}.npz")
@@ -236,16 +251,16 @@ def test_xdist_workers_findings_are_merged_into_one_summary(tmp_path):
     # Keras imported at collection: the wrappers are installed before the first test
     result = run_pytest(directory, "-n", "2", "--maskloss", "--maskloss-report=out/report.json",
                         env={"MINI_IMPORT": "collection"})
-    result.assert_outcomes(passed=15, failed=1)
+    result.assert_outcomes(passed=16, failed=1)
     rows = summary_rows(result)
-    assert set(rows) == {NODE + t for t in WRONG}
+    assert set(rows) == {NODE + t for t in (*WRONG, *TWICE)}
     for test, mode in WRONG.items():
         assert [r[3] for r in rows[NODE + test]] == [mode]
     data = json.loads((directory / "out" / "report.json").read_text())
-    assert data["totals"]["findings"] == len(WRONG) and data["totals"]["audited_calls"] == len(WRONG) + 9
+    assert data["totals"]["findings"] == len(WRONG) + 2 and data["totals"]["audited_calls"] == len(WRONG) + 12
     workers = [l for l in result.outlines if "maskloss: auditing Keras models" in l]
     assert len(workers) == 1  # one header, from the controller
-    assert totals_line(result).startswith(f"maskloss (warn): 16 call(s) audited in 11 test(s); {len(WRONG)} finding(s)")
+    assert totals_line(result).startswith(f"maskloss (warn): 19 call(s) audited in 12 test(s); {len(WRONG) + 2} finding(s)")
 
 
 @pytest.mark.slow
