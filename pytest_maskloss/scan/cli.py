@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
+from contextlib import contextmanager
 
 from pytest_maskloss.scan.config import (
     Config,
@@ -21,6 +23,7 @@ def _init_worker(settings) -> None:
     global _SCANNER
     from pytest_maskloss.scan.engine import Scanner
 
+    gc.disable()  # a worker lives for one scan (see _no_cyclic_gc)
     _SCANNER = Scanner(settings)
 
 
@@ -35,8 +38,28 @@ def _split(values):
     return out
 
 
+@contextmanager
+def _no_cyclic_gc():
+    """Python's cyclic garbage collector off for the scan. Everything the scanner builds (the
+    trees, the analyses, the values between them) lives until the run ends, so a collection
+    frees nothing and each full one walks every tree parsed so far: on keras-core's 688 files
+    12 full collections freed 0 objects and cost about a third of the run's time."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
 def scan_paths(paths, settings, jobs: int = 1):
     """FileResults for ``paths`` (in the order given)."""
+    with _no_cyclic_gc():
+        return _scan_paths(paths, settings, jobs)
+
+
+def _scan_paths(paths, settings, jobs):
     from pytest_maskloss.scan.engine import Scanner
 
     if jobs == 0:

@@ -241,3 +241,28 @@ def test_pre_commit_hooks_file():
     text = (pathlib.Path(__file__).parents[2] / ".pre-commit-hooks.yaml").read_text()
     assert "- id: maskloss\n" in text and "- id: maskloss-fix\n" in text
     assert "entry: maskloss scan --fix" in text
+
+
+def test_cyclic_gc_is_off_during_a_scan_and_restored_after(project, run, monkeypatch):
+    import gc
+
+    from pytest_maskloss.scan import engine
+
+    seen = []
+    real = engine.Scanner.scan_file
+
+    def spy(self, path, quick=False):
+        seen.append(gc.isenabled())
+        return real(self, path, quick)
+
+    monkeypatch.setattr(engine.Scanner, "scan_file", spy)
+    assert gc.isenabled()
+    code, _, _ = run("models.py", "train.py", "--no-cache")
+    assert code == 1 and seen and not any(seen)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        run("models.py", "--no-cache")
+        assert not gc.isenabled()  # a caller's choice is kept
+    finally:
+        gc.enable()
