@@ -67,6 +67,7 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    args.process_exits = argv is None  # the program itself (console script, python -m), not a call
     from pytest_maskloss.scan.requirements import problem
 
     missing = problem(f"maskloss {args.command}")

@@ -257,12 +257,27 @@ def test_cyclic_gc_is_off_during_a_scan_and_restored_after(project, run, monkeyp
 
     monkeypatch.setattr(engine.Scanner, "scan_file", spy)
     assert gc.isenabled()
+    frozen = gc.get_freeze_count()
     code, _, _ = run("models.py", "train.py", "--no-cache")
     assert code == 1 and seen and not any(seen)
     assert gc.isenabled()
+    assert gc.get_freeze_count() == frozen  # only the maskloss process itself freezes (it exits)
     gc.disable()
     try:
         run("models.py", "--no-cache")
         assert not gc.isenabled()  # a caller's choice is kept
     finally:
         gc.enable()
+
+
+def test_the_program_freezes_what_the_scan_built_before_it_exits(project):
+    code = (
+        "import gc, sys\n"
+        "from pytest_maskloss.cli import main\n"
+        "sys.argv = ['maskloss', 'scan', 'models.py', 'train.py', '--no-cache', '-q']\n"
+        "code = main()\n"
+        "print('frozen', gc.get_freeze_count() > 0, gc.isenabled(), code)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=project)
+    assert out.stdout.strip().splitlines()[-1] == "frozen True True 1", out.stderr
