@@ -281,3 +281,12 @@ def test_the_program_freezes_what_the_scan_built_before_it_exits(project):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=project)
     assert out.stdout.strip().splitlines()[-1] == "frozen True True 1", out.stderr
+
+
+def test_jobs_auto_counts_the_idle_cpus(monkeypatch):
+    from pytest_maskloss.scan import cli as scan_cli
+
+    monkeypatch.setattr(scan_cli, "_cpus", lambda: 4)
+    for load, expected in ((0.0, 4), (0.4, 4), (1.6, 2), (3.9, 1), (12.0, 1)):
+        monkeypatch.setattr(scan_cli.os, "getloadavg", lambda load=load: (load, load, load))
+        assert scan_cli._idle_cpus() == expected, load
