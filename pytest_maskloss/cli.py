@@ -42,7 +42,7 @@ def _scan_parser(sub) -> None:
     p.add_argument("--unsafe-fixes", action="store_true", help="also apply fixes that change what the loss computes")
     p.add_argument("--diff", action="store_true", help="show the fixes as a diff, write nothing")
     p.add_argument("-j", "--jobs", type=_jobs, default=0, metavar="N|auto",
-                   help="parallel processes (default auto = 0: one per CPU)")
+                   help="parallel processes (default auto = 0: one per idle CPU)")
     p.add_argument("--no-link", action="store_true", help="do not read other modules of the project")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the persistent cache")
     p.add_argument("--cache-dir", help="where the cache lives (default: .maskloss_cache at the project root)")
@@ -67,6 +67,7 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    args.process_exits = argv is None  # the program itself (console script, python -m), not a call
     from pytest_maskloss.scan.requirements import problem
 
     missing = problem(f"maskloss {args.command}")

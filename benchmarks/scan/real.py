@@ -99,7 +99,9 @@ def bench(args, src: Path, work: Path, fixit) -> int:
     commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"maskloss scan on keras-team/keras-core {commit or COMMIT + ' (as recorded; not a git checkout)'}: "
           f"{n_files} .py files; python {sys.version.split()[0]}; cpus {len(os.sched_getaffinity(0))}; "
-          f"load {os.getloadavg()[0]:.1f}")
+          f"load {os.getloadavg()[0]:.1f}"
+          + ("; PYTHONDONTWRITEBYTECODE set (the package compiles its modules at every start)"
+             if os.environ.get("PYTHONDONTWRITEBYTECODE") else ""))
     cache = repo / ".maskloss_cache"
     print("\ntimings (fresh processes):")
     w, c, _ = run(scan(str(work / "empty")), work)

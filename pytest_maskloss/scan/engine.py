@@ -11,8 +11,10 @@ from pytest_maskloss.scan import rules as R
 from pytest_maskloss.scan._lazy import LazyModule
 from pytest_maskloss.scan.config import Config, project_root
 from pytest_maskloss.scan.findings import Finding, Fix
+from pytest_maskloss.scan.parsing import safe_parse
 from pytest_maskloss.scan.project import ProjectIndex
 from pytest_maskloss.scan.source import MAX_BYTES, SourceError, read_units
+from pytest_maskloss.scan.syntax import walk
 from pytest_maskloss.scan.target import UNKNOWN, KerasTarget, keras_target, target_from_config_value
 
 cst = LazyModule("libcst")
@@ -395,50 +397,6 @@ def _codes(text: str) -> set[str]:
     return {c.upper() for c in re.split(r"[\s,]+", text) if c}
 
 
-_TOO_DEEP = ("too many nested", "too complex", "too many levels", "stack overflow")
-
-
-def safe_parse(text: str):
-    """(module, None) or (None, (line, col, message)). CPython's own parser looks at the text
-    first: libcst's native parser overflows the C stack (a segfault, not an exception) on
-    very deep nesting such as 1500 brackets or 20000 chained ``not``, which CPython rejects
-    cleanly ("too many nested parentheses", "too complex"); such files are reported as MSK900."""
-    try:
-        compile(text, "<scan>", "exec", 1024, dont_inherit=True)  # ast.PyCF_ONLY_AST
-    except (RecursionError, MemoryError, OverflowError):
-        return None, (1, 1, "too deeply nested to analyse")
-    except SyntaxError as se:
-        if any(t in str(se.msg) for t in _TOO_DEEP):
-            return None, (se.lineno or 1, max(1, se.offset or 1), f"syntax error: {se.msg}")
-        # maybe syntax newer than this interpreter: libcst decides
-    except ValueError as exc:  # NUL bytes and the like
-        return None, (1, 1, f"cannot parse: {exc}")
-    try:
-        return cst.parse_module(text), None
-    except cst.ParserSyntaxError as exc:
-        return None, _syntax_position(text, exc)
-    except (RecursionError, MemoryError, ValueError, TypeError, IndexError) as exc:
-        return None, (1, 1, f"cannot parse: {type(exc).__name__}")
-
-
-def _syntax_position(text: str, exc: cst.ParserSyntaxError):
-    """(line, col, message) of a syntax error: CPython's position and message when CPython
-    rejects the text too (they are more precise), else libcst's."""
-    try:
-        compile(text, "<scan>", "exec", 1024, dont_inherit=True)  # ast.PyCF_ONLY_AST
-    except SyntaxError as se:
-        if se.lineno:
-            return se.lineno, max(1, se.offset or 1), f"syntax error: {se.msg}"
-    except (ValueError, RecursionError, MemoryError, OverflowError):
-        pass
-    return exc.raw_line, exc.raw_column + 1, _syntax_message(exc)
-
-
-def _syntax_message(exc: cst.ParserSyntaxError) -> str:
-    msg = str(getattr(exc, "message", "") or "invalid syntax").splitlines()[0]
-    return f"syntax error: {msg[:200]}"
-
-
 def _provides(data: bytes) -> bool:
     """Could this module provide a model, layer or loss to a module that imports it?"""
     return any(t in data for t in (b"keras", b"Sequential", b"Model", b"Loss"))
@@ -466,14 +424,11 @@ def _compiles_a_parameter(fn) -> bool:
     params = {p.name.value for p in fn.params.params}
     if not params:
         return False
-    stack = [fn.body]
-    while stack:
-        node = stack.pop()
+    for node in walk(fn.body):
         if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) \
                 and node.func.attr.value in ("compile", "fit", "evaluate") \
                 and isinstance(node.func.value, cst.Name) and node.func.value.value in params:
             return True
-        stack.extend(node.children)
     return False
 
 

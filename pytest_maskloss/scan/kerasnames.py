@@ -29,13 +29,24 @@ _PREFIXES = (
 )
 
 
+_CANONICAL: dict = {}  # qname -> canonical(qname): the same few names are asked again and again
+
+
 def canonical(qname: str) -> str:
+    known = _CANONICAL.get(qname)
+    if known is not None:
+        return known
+    result = qname
     for old, new in _PREFIXES:
         if qname.startswith(old):
-            return new + qname[len(old):]
-    if qname in ("tensorflow.keras", _TF_KERAS, "tensorflow.python.keras"):
-        return "keras"
-    return qname
+            result = new + qname[len(old):]
+            break
+    else:
+        if qname in ("tensorflow.keras", _TF_KERAS, "tensorflow.python.keras"):
+            result = "keras"
+    if len(_CANONICAL) < 100_000:
+        _CANONICAL[qname] = result
+    return result
 
 
 def keras_leaf(qname: str) -> str | None:

@@ -29,6 +29,8 @@ _NOT_PROJECT = frozenset(KERAS_PACKAGES) | {"numpy", "math", "torch", "jax", "os
 # resolved to project files only for a class's bases, in a project that holds the package
 _INSTALLED = frozenset({"pytest_maskloss"})
 _USER = re.compile(r"(?<!\bre)\.compile\s*\(|\.fit\s*\(|\.evaluate\s*\(|\bexp\s*\(")
+# every match of _USER starts where one of these is written
+_USER_STARTS = (".compile", ".fit", ".evaluate", "exp")
 # `from a.b import (c, d)` / `import a.b as e`, over backslash-continued lines
 _IMPORT_STMT = re.compile(
     r"^[ \t]*(?:from[ \t]+([.\w]+)[ \t]+import[ \t]*(\([^)]*\)|[^\n#;]*(?:\\\n[^\n#;]*)*)"
@@ -40,13 +42,42 @@ _WORD = re.compile(r"\w+")
 
 def import_summary(text: str) -> tuple[frozenset, bool]:
     """(every word in the file's import statements, does it compile/fit/evaluate or call exp):
-    what the reverse-import index keeps of a file."""
+    what the reverse-import index keeps of a file.
+
+    The same answers as ``_IMPORT_STMT.finditer`` / ``_USER.search`` over the whole text, but
+    the patterns are only tried where they can match: an import statement starts at the start
+    of a line that contains ``import``, and a match of ``_USER`` at one of ``_USER_STARTS``
+    (a regular expression anchored at every line start is slow on big files)."""
+    if "import" not in text:
+        return frozenset(), False
     words = set()
-    for m in _IMPORT_STMT.finditer(text):
-        for group in m.groups():
-            if group:
-                words.update(_WORD.findall(group))
-    return frozenset(words), "import" in text and _USER.search(text) is not None
+    end = 0  # matches do not overlap: a line inside the previous statement is not tried
+    find, rfind = text.find, text.rfind
+    at = find("import")
+    while at >= 0:
+        start = rfind("\n", 0, at) + 1
+        if start >= end:
+            m = _IMPORT_STMT.match(text, start)
+            if m is not None:
+                end = m.end()
+                for group in m.groups():
+                    if group:
+                        words.update(_WORD.findall(group))
+            else:
+                end = start + 1
+        at = find("import", max(at + 6, end))
+    return frozenset(words), _uses_model(text)
+
+
+def _uses_model(text: str) -> bool:
+    match, find = _USER.match, text.find
+    for literal in _USER_STARTS:
+        at = find(literal)
+        while at >= 0:
+            if match(text, at):
+                return True
+            at = find(literal, at + 1)
+    return False
 
 
 class ProjectIndex:

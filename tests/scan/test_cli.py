@@ -241,3 +241,52 @@ def test_pre_commit_hooks_file():
     text = (pathlib.Path(__file__).parents[2] / ".pre-commit-hooks.yaml").read_text()
     assert "- id: maskloss\n" in text and "- id: maskloss-fix\n" in text
     assert "entry: maskloss scan --fix" in text
+
+
+def test_cyclic_gc_is_off_during_a_scan_and_restored_after(project, run, monkeypatch):
+    import gc
+
+    from pytest_maskloss.scan import engine
+
+    seen = []
+    real = engine.Scanner.scan_file
+
+    def spy(self, path, quick=False):
+        seen.append(gc.isenabled())
+        return real(self, path, quick)
+
+    monkeypatch.setattr(engine.Scanner, "scan_file", spy)
+    assert gc.isenabled()
+    frozen = gc.get_freeze_count()
+    code, _, _ = run("models.py", "train.py", "--no-cache")
+    assert code == 1 and seen and not any(seen)
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == frozen  # only the maskloss process itself freezes (it exits)
+    gc.disable()
+    try:
+        run("models.py", "--no-cache")
+        assert not gc.isenabled()  # a caller's choice is kept
+    finally:
+        gc.enable()
+
+
+def test_the_program_freezes_what_the_scan_built_before_it_exits(project):
+    code = (
+        "import gc, sys\n"
+        "from pytest_maskloss.cli import main\n"
+        "sys.argv = ['maskloss', 'scan', 'models.py', 'train.py', '--no-cache', '-q']\n"
+        "code = main()\n"
+        "print('frozen', gc.get_freeze_count() > 0, gc.isenabled(), code)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=project)
+    assert out.stdout.strip().splitlines()[-1] == "frozen True True 1", out.stderr
+
+
+def test_jobs_auto_counts_the_idle_cpus(monkeypatch):
+    from pytest_maskloss.scan import cli as scan_cli
+
+    monkeypatch.setattr(scan_cli, "_cpus", lambda: 4)
+    for load, expected in ((0.0, 4), (0.4, 4), (1.6, 2), (3.9, 1), (12.0, 1)):
+        monkeypatch.setattr(scan_cli.os, "getloadavg", lambda load=load: (load, load, load))
+        assert scan_cli._idle_cpus() == expected, load
