@@ -2,7 +2,7 @@
 computed (``compat.tokenstats``): the formula and everything after it stay on the host, in
 float64, as in :func:`pytest_maskloss.check.reference.per_token_loss`.
 
-* ``"logits"``: ``(picked - max, log Σ exp(logits - max))`` → ``loss = lse - picked``: the
+* ``"logits"``: ``(picked - max, Σ exp(logits - max))`` → ``loss = log Σ - picked``: the
   log-softmax of the logits, unclipped (what Keras computes from logits, also those it takes from
   under a softmax output on TensorFlow);
 * ``"clipped"`` (TensorFlow stacks): ``(p_label, Σ clip(p))`` → ``log Σ clip(p) - log clip(p_label)``:
@@ -55,7 +55,7 @@ def per_token_from_statistics(spec, y_true, statistics, flavour: str) -> np.ndar
     high = float(np.float32(1.0) - np.float32(EPSILON))
     with np.errstate(divide="ignore", invalid="ignore"):
         if kind == "logits":
-            loss = total - picked
+            loss = np.log(total) - picked
         elif kind == "clipped":
             loss = np.log(total) - np.log(np.clip(picked, low, high))
         else:

@@ -7,8 +7,8 @@ For each token, one of three kinds, chosen the way Keras chooses what its loss i
 * ``"logits"``: the loss is taken from logits — ``from_logits=True``, or, on the TensorFlow
   stacks, the logits Keras finds under a softmax output (``_keras_logits`` on the tensor, or the
   graph's ``Softmax`` op: the same lookup as Keras' own ``_get_logits``). The statistics are the
-  label's logit minus the row's maximum, and the log-sum-exp of the row minus its maximum
-  (both near 0, so float32 keeps their difference to its full precision);
+  label's logit minus the row's maximum, and the sum of the exponentials of the row minus its
+  maximum (in ``[1, vocabulary]``; the host takes its log in float64);
 * ``"clipped"`` (TensorFlow stacks, probabilities): the label's probability and the row sum of
   the probabilities clipped to ``[1e-7, 1 - 1e-7]`` (Keras clips, then renormalises by that sum);
 * ``"probabilities"`` (Keras 3 on JAX and PyTorch): the label's probability and the row sum.
@@ -60,8 +60,7 @@ def _statistics(ops, labels, y_pred, from_logits, tensorflow, renormalises):
     picked = _picked(ops, labels, values)
     if logits is not None:
         peak = ops.max(values)
-        total = ops.log(ops.sum(ops.exp(values - peak[..., None])))
-        return {"logits": (picked - peak, total)}
+        return {"logits": (picked - peak, ops.sum(ops.exp(values - peak[..., None])))}
     if renormalises:
         return {"clipped": (picked, ops.sum(ops.clip(values, EPSILON, 1.0 - EPSILON)))}
     return {"probabilities": (picked, ops.sum(values))}
@@ -116,9 +115,6 @@ class _Keras3Ops:
     def exp(self, x):
         return self.o.exp(x)
 
-    def log(self, x):
-        return self.o.log(x)
-
     def clip(self, x, low, high):
         return self.o.clip(x, low, high)
 
@@ -166,9 +162,6 @@ class _TensorFlowOps:
 
     def exp(self, x):
         return self.tf.exp(x)
-
-    def log(self, x):
-        return self.tf.math.log(x)
 
     def clip(self, x, low, high):
         return self.tf.clip_by_value(x, low, high)
