@@ -16,9 +16,7 @@ For each token, one of three kinds, chosen the way Keras chooses what its loss i
 The loss itself is not formed here: the host's numpy reference does that
 (``pytest_maskloss.check.tokenstats``). A label outside ``[0, vocabulary)`` (``ignore_class``,
 ``-100`` padding) is gathered at 0 and its picked value set to NaN; the host knows the labels and
-leaves out the positions Keras does not score. Everything is computed in float32. On TensorFlow
-the computation is a function compiled by XLA of its own, called from the step (one pass over the
-predictions), except under a ``tf.distribute`` strategy.
+leaves out the positions Keras does not score. Everything is computed in float32.
 """
 
 from __future__ import annotations
@@ -44,70 +42,28 @@ def statistics_evaluator(from_logits, info):
     tensorflow = info.backend == F.TENSORFLOW
     renormalises = F.sparse_crossentropy_renormalises_clipped(info.stack)
     flags = list(from_logits)
-    plain = _kernels(ops)
-    fused = {}
 
     def evaluate(y, y_pred):
         ys = list(y) if isinstance(y, (list, tuple)) else [y]
         preds = list(y_pred) if isinstance(y_pred, (list, tuple)) else [y_pred]
         if len(ys) != len(flags) or len(preds) != len(flags):
             raise ValueError(f"{len(flags)} output(s) expected, the step has {len(preds)}")
-        kernels = plain
-        if tensorflow and _fusable():  # decided as the step is traced
-            if not fused:
-                fused.update(_fused(plain))
-            kernels = fused
-        out = []
-        for labels, pred, logits in zip(ys, preds, flags):
-            kind, values = _source(pred, logits, tensorflow, renormalises)
-            out.append({kind: kernels[kind](labels, ops.float32(values))})
-        return out
+        return [_statistics(ops, labels, pred, logits, tensorflow, renormalises)
+                for labels, pred, logits in zip(ys, preds, flags)]
 
     return evaluate
 
 
-def _source(y_pred, from_logits, tensorflow, renormalises):
-    """(kind, the tensor the statistics are taken from), as Keras picks what its loss uses."""
+def _statistics(ops, labels, y_pred, from_logits, tensorflow, renormalises):
     logits = y_pred if from_logits else (_logits_under_softmax(y_pred) if tensorflow else None)
+    values = ops.float32(logits if logits is not None else y_pred)
+    picked = _picked(ops, labels, values)
     if logits is not None:
-        return "logits", logits
-    return ("clipped" if renormalises else "probabilities"), y_pred
-
-
-def _kernels(ops):
-    """kind -> ``fn(labels, values) -> (picked, total)``."""
-
-    def logits(labels, values):
         peak = ops.max(values)
-        return _picked(ops, labels, values) - peak, ops.sum(ops.exp(values - peak[..., None]))
-
-    def clipped(labels, values):
-        return _picked(ops, labels, values), ops.sum(ops.clip(values, EPSILON, 1.0 - EPSILON))
-
-    def probabilities(labels, values):
-        return _picked(ops, labels, values), ops.sum(values)
-
-    return {"logits": logits, "clipped": clipped, "probabilities": probabilities}
-
-
-def _fused(kernels):
-    """The kernels compiled by XLA as functions of their own, called from the step (compiled by
-    XLA or not): the maximum, the exponentials and the sum become one pass over the
-    (batch, time, vocabulary) values, without the temporaries TensorFlow's own kernels write
-    (measured: 95 against 65 ms for (64, 128, 8000) logits on 2 shared CPU cores)."""
-    import tensorflow as tf
-
-    return {kind: tf.function(fn, jit_compile=True) for kind, fn in kernels.items()}
-
-
-def _fusable() -> bool:
-    """XLA functions inside the step, except under a tf.distribute strategy (not tested there)."""
-    try:
-        import tensorflow as tf
-
-        return not tf.distribute.has_strategy()
-    except Exception:
-        return False
+        return {"logits": (picked - peak, ops.sum(ops.exp(values - peak[..., None])))}
+    if renormalises:
+        return {"clipped": (picked, ops.sum(ops.clip(values, EPSILON, 1.0 - EPSILON)))}
+    return {"probabilities": (picked, ops.sum(values))}
 
 
 def _logits_under_softmax(y_pred):
