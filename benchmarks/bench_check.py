@@ -11,7 +11,8 @@ sequences. Measured in one run, after a warm-up of both:
   grows, to show it is flat.
 
 On a shared machine ``--repeat N`` runs each pair N times, alone and checked in turn, and
-reports the fastest of each (the load average is printed first).
+reports the fastest of each (the load average is printed first); the process's CPU time (all
+threads) is printed beside the wall time, since other processes stretch the wall time only.
 
     python benchmarks/bench_check.py                      # 4,000 x 128, vocabulary 8,000
     python benchmarks/bench_check.py --sequences 20000     # the size of the issue (slow on 2 cores)
@@ -77,17 +78,19 @@ def main():
     check_masked_loss(model, warm, warm, batch_size=args.batch, paths=("fit",), metrics=False)
     print("load average before the runs: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
     for path in ("evaluate", "fit"):
-        owns, checks = [], []
+        owns, checks, own_cpu, check_cpu = [], [], [], []
         for _ in range(max(1, args.repeat)):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             if path == "evaluate":
                 model.evaluate(x, x, batch_size=args.batch, verbose=0)
             else:
                 model.fit(x, x, batch_size=args.batch, epochs=1, verbose=0, shuffle=False)
             owns.append(time.perf_counter() - start)
-            start = time.perf_counter()
+            own_cpu.append(time.process_time() - cpu)
+            start, cpu = time.perf_counter(), time.process_time()
             report = check_masked_loss(model, x, x, batch_size=args.batch, paths=(path,), metrics=False)
             checks.append(time.perf_counter() - start)
+            check_cpu.append(time.process_time() - cpu)
         own, check = min(owns), min(checks)
         reference = report.timings.get("reference", 0.0)
         print(f"model.{path} alone:{'':<10}{own:8.2f} s")
@@ -95,6 +98,10 @@ def main():
         if len(owns) > 1:
             print(f"  every run, alone: {' '.join(f'{t:.2f}' for t in owns)} s; "
                   f"checked: {' '.join(f'{t:.2f}' for t in checks)} s")
+        # CPU seconds of the process (every thread): what the work costs, whoever else runs
+        print(f"  CPU time, alone: {' '.join(f'{t:.2f}' for t in own_cpu)} s; "
+              f"checked: {' '.join(f'{t:.2f}' for t in check_cpu)} s   "
+              f"ratio {min(check_cpu) / min(own_cpu):.2f}x")
         print(f"  of which numpy reference:      {reference:8.2f} s   ({reference / own:.0%} of {path})")
         print(f"  observed through: {report.observed.get(path, '-')}")
         print(f"  result: {'ok' if report.ok else [f.mode for f in report.findings][:3]}")
