@@ -38,6 +38,20 @@ class Metrics:
         skip = {"loss"} | {f"{o.name}_loss" for o in self.outputs}
         return [k for k in logs if k not in skip]
 
+    def need_predictions(self) -> bool:
+        """Does a compiled metric the check judges need the predictions (accuracy,
+        cross-entropy, the package's token metrics)? Other metrics are not judged."""
+        judged = ACCURACY_NAMES | TOKEN_METRICS | CROSSENTROPY_NAMES
+        prefixes = tuple(f"{o.name}_" for o in self.outputs)
+        for name in self.names:
+            base = name
+            for prefix in prefixes:
+                if name.startswith(prefix) and name[len(prefix):] in judged:
+                    base = name[len(prefix):]
+            if base in judged:
+                return True
+        return False
+
     def _output(self, name):
         if len(self.outputs) == 1:
             return self.outputs[0]

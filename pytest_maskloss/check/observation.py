@@ -19,6 +19,7 @@ from pytest_maskloss.check.sums import EpochSums, Total
 from pytest_maskloss.compat import flavours as F, masks, model as M
 from pytest_maskloss.compat.pertoken import per_token_evaluator
 from pytest_maskloss.compat.tap import LossTap, TapUnavailable
+from pytest_maskloss.compat.tokenstats import applies as statistics_apply, statistics_evaluator
 from pytest_maskloss.errors import MaskLossInputError
 
 ON_BATCH = ("test_on_batch", "train_on_batch")
@@ -93,11 +94,14 @@ class Observation:
         None when the step cannot be observed (the reason is under ``report.skipped``)."""
         recorder = Recorder(self.outputs, self.padding, self.stack, self.metrics, self.judge,
                             replicas=self.replicas, path=path)
+        if self.want_metrics and not self.metrics.names:
+            self.metrics.names = self._metric_names()
         try:
             if self._tap is None:  # one tap for all the calls observed: each step traced once
                 self._tap = LossTap(self.model, self.info, recorder.on_step,
                                     per_token=self._in_step_per_token(), want_x=self._wants_x(),
-                                    want_pred=self._wants_predictions())
+                                    want_pred=self._wants_predictions(),
+                                    statistics=self._in_step_statistics())
         except TapUnavailable as exc:
             self.report.skipped[path] = str(exc)
             yield None
@@ -107,8 +111,6 @@ class Observation:
             recorder.judge_steps = False  # the call's returned figure is judged instead
             if F.on_batch_returns_running_mean(self.info.flavour, self.info.version_tuple) is not False:
                 recorder.follow_tracker(M.loss_tracker_state(self.model))
-        if self.want_metrics and not self.metrics.names:
-            self.metrics.names = self._metric_names()
         with tap:
             yield recorder
         recorder.errors.extend(tap.errors)
@@ -136,6 +138,19 @@ class Observation:
 
         return per_token
 
+    def _in_step_statistics(self):
+        """Per-token statistics instead of the predictions (``compat.tokenstats``) when every
+        output has a stock sparse cross-entropy, the outputs are float32 (mixed precision casts
+        them, and Keras' loss then sees other tensors) and no compared metric needs the
+        predictions; None otherwise (the predictions are sent)."""
+        if not self.outputs or any(o.fn is not None or not statistics_apply(o.spec) for o in self.outputs):
+            return None
+        if len(self.outputs) != len(M.output_names(self.model)) or M.compute_dtype(self.model) != "float32":
+            return None
+        if self.want_metrics and self.metrics.need_predictions():
+            return None
+        return statistics_evaluator([o.spec.from_logits for o in self.outputs], self.info)
+
     def _wants_x(self) -> bool:
         return self.padding.pad_in not in ("labels", "sample_weight") or bool(self.mask_sources)
 
@@ -150,6 +165,8 @@ class Observation:
         if recorder is None:
             return
         periods = recorder.finish()
+        if recorder.observed:
+            self.report.observed[path] = ", ".join(sorted(recorder.observed))
         if recorder.input_error is not None:
             raise recorder.input_error
         if recorder.errors:

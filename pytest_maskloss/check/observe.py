@@ -3,7 +3,9 @@ the batch that step saw (from its own predictions), grouped into the periods Ker
 (an epoch of ``fit``, its validation, one ``evaluate``), and judged per step as it arrives.
 
 Only sums are kept per period, so memory does not grow with the number of batches; the
-predictions of a step are dropped once its sums are taken.
+predictions of a step are dropped once its sums are taken. A step that sent per-token statistics
+of a sparse cross-entropy instead of its predictions (``compat.tokenstats``) is reduced from
+those (``check.tokenstats``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pytest_maskloss.check.data import Batch, leading_dim
 from pytest_maskloss.check.outputs import as_list
 from pytest_maskloss.check.reference import negative_labels, valid_token_mask
 from pytest_maskloss.check.sums import BatchSums, EpochSums, RunningLoss, Total, replica_means
+from pytest_maskloss.check.tokenstats import per_token_from_statistics, prediction_ndim
 from pytest_maskloss.errors import MaskLossInputError
 
 
@@ -52,6 +55,7 @@ class Recorder:
         self.judge_steps = True  # judge each step's own loss as it arrives
         self.step_totals = []  # *_on_batch: each step's (Total, added losses, own loss, running mean)
         self.running = None  # RunningLoss where *_on_batch may return Keras' running mean
+        self.observed = set()  # what the steps sent: "token statistics", "predictions", ...
         self._pending = []  # replica records of the step being gathered
 
     @property
@@ -110,6 +114,7 @@ class Recorder:
 
     def _take(self, records):
         period = self.period
+        self.observed.update(_sent(r) for r in records)
         parts = [self._sums(r) for r in records]
         per_output = {out.name: _merge([p[out.name] for p in parts]) for out in self.outputs}
         if len(parts) > 1:  # each replica's masked mean, for replicas-weighted-equally
@@ -154,18 +159,22 @@ class Recorder:
         ys = as_list(batch.y, names)
         preds = as_list(record.get("y_pred"), names) if record.get("y_pred") is not None else [None] * len(names)
         in_step = as_list(record.get("per_token"), names) if record.get("per_token") is not None else None
+        stats = record.get("stats")  # a list, one entry per output
         size = leading_dim(batch.y) if batch.y is not None else 0
         sums = {}
         for out in self.outputs:
             y_out = ys[out.index]
-            losses = self._per_token(out, y_out, preds[out.index], in_step)
+            stat = stats[out.index] if stats is not None else None
+            p_out = preds[out.index]
+            losses = self._per_token(out, y_out, p_out, in_step, stat)
             m = self.padding.token_mask(batch, y_out, losses.shape)
             ignore = valid_token_mask(out.spec, y_out) if out.spec is not None and out.fn is None else None
             if ignore is not None:
                 m = m & ignore.reshape(m.shape)
-            self._negative_labels(out, y_out, preds[out.index], m)
+            rank = prediction_ndim(stat) if stat is not None else None if p_out is None else np.ndim(p_out)
+            self._negative_labels(out, y_out, rank, m)
             w = self.padding.user_weights(batch, losses.shape)
-            _refuse_non_finite(out, losses, m, preds[out.index])
+            _refuse_non_finite(out, losses, m, p_out)
             finite = np.where(np.isfinite(losses), losses, 0.0)
             s = BatchSums(size=size)
             s.masked = float(np.sum(finite * w * m))
@@ -178,13 +187,13 @@ class Recorder:
             sums[out.name] = s
         return sums
 
-    def _negative_labels(self, out, y_out, p_out, m):
+    def _negative_labels(self, out, y_out, rank, m):
         """Negative sparse labels (``-100``/``-1`` padding without ``ignore_class``): refused at
         real tokens, remembered for the diagnosis at padding (Keras on JAX/PyTorch scores them 0
-        and counts them in the divisor)."""
-        if out.spec is None or out.fn is not None or p_out is None:
+        and counts them in the divisor). ``rank``: the predictions' rank."""
+        if out.spec is None or out.fn is not None or rank is None:
             return
-        negative = negative_labels(out.spec, y_out, np.ndim(p_out))
+        negative = negative_labels(out.spec, y_out, rank)
         if negative is None:
             return
         negative = negative.reshape(m.shape)
@@ -198,9 +207,11 @@ class Recorder:
             )
         self.judge.negative_padding_labels.update(int(v) for v in np.unique(values))
 
-    def _per_token(self, out, y_out, p_out, in_step):
+    def _per_token(self, out, y_out, p_out, in_step, stat):
         if out.fn is not None:  # per_token_loss_fn: the caller's numpy reference
             return np.asarray(out.fn(np.asarray(y_out), np.asarray(p_out)), dtype=np.float64)
+        if out.spec is not None and stat is not None:  # the step's statistics, reduced in numpy
+            return per_token_from_statistics(out.spec, y_out, stat, self.stack)
         if out.spec is not None:  # a stock loss: the independent numpy reference
             return out.per_token(y_out, np.asarray(p_out), self.stack)
         if in_step is None:
@@ -224,6 +235,15 @@ def _refuse_non_finite(out, losses, m, p_out):
         f"{int(np.sum(bad))} real token(s): NaN/inf in the model's output (or labels out of "
         "range) — the check cannot judge the reduction"
     )
+
+
+def _sent(record) -> str:
+    """What a step handed to the host for the reference."""
+    if record.get("stats") is not None:
+        return "token statistics"
+    if record.get("y_pred") is not None:
+        return "predictions"
+    return "per-token losses"
 
 
 def _size(batch) -> int:

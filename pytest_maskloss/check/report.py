@@ -77,6 +77,9 @@ class Report:
     notes: list = field(default_factory=list)
     fix_for_this_model: dict = field(default_factory=dict)  # mode -> a fix naming this model's kind
     timings: dict = field(default_factory=dict)  # seconds spent: predict, reference, evaluate, fit
+    # path -> what its steps handed to the host: "predictions", "token statistics" (a sparse
+    # cross-entropy's per-token statistics, computed in the step) or "per-token losses"
+    observed: dict = field(default_factory=dict)
 
     @property
     def findings(self) -> list:
@@ -113,6 +116,7 @@ class Report:
             "skipped": dict(self.skipped),
             "notes": list(self.notes),
             "timings": dict(self.timings),
+            "observed": dict(self.observed),
         }
 
     def summary(self) -> str:

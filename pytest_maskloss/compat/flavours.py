@@ -218,6 +218,16 @@ def binary_crossentropy_adds_epsilon(stack: str) -> bool:
     return parse_stack(stack)[0] in KERAS2_FLAVOURS
 
 
+def token_statistics_in_step(stack: str) -> bool:
+    """Can a sparse categorical cross-entropy be observed through per-token statistics computed
+    inside the step (``compat.tokenstats``) instead of the full predictions? Tested on Keras 3
+    with TensorFlow, JAX and PyTorch, on tf_keras and on tf.keras 2.10
+    (tests/runtime/test_tokenstats.py); not on Keras 3's numpy backend, which has no training
+    step."""
+    return stack in (stack_name(KERAS3, TENSORFLOW), stack_name(KERAS3, JAX),
+                     stack_name(KERAS3, TORCH)) + KERAS2_FLAVOURS
+
+
 TORCH_IGNORE_INDEX = -100  # torch.nn.functional.nll_loss's default ignore_index
 
 

@@ -16,6 +16,10 @@ removes the attributes and puts back the step functions the model had. A step fu
 while the tap was open where the model had none stays in place with the tap inert in it (its
 callback returns at once), so the model is not traced a second time.
 
+A sparse cross-entropy may be observed through per-token statistics computed in the step
+(``statistics=``, ``compat.tokenstats``) instead of the predictions: they take every one of the
+routes above in their place.
+
 What the tap cannot follow raises ``TapUnavailable`` (with a sentence saying why) before anything
 is changed: an XLA step that runs several steps per execution (only the last one's logs leave
 the compiled loop) or spans several replicas. The tap never
@@ -61,10 +65,13 @@ class LossTap:
     ``phase`` ("train" or "test"), ``replica``, ``x``, ``y``, ``y_pred``, ``sample_weight``,
     ``mask`` (the Keras mask on the predictions, or None), ``loss`` (what compute_loss returned),
     ``added`` (Σ model.losses) and, when ``per_token`` is given, ``per_token``: the value of
-    ``per_token(y, y_pred)`` computed inside the step (backend tensors in, tensors out)."""
+    ``per_token(y, y_pred)`` computed inside the step (backend tensors in, tensors out).
+    ``statistics(y, y_pred)``, when given, is computed inside the step too (``stats``); where it
+    gives a value, ``y_pred`` is not sent (None): the statistics stand for it. Where it raises,
+    ``y_pred`` is sent as without it, and the reason is kept in ``declined``."""
 
     def __init__(self, model, info, on_step, *, on_period=lambda: None, per_token=None,
-                 want_x=True, want_pred=True):
+                 want_x=True, want_pred=True, statistics=None):
         self.through_logs = xla_compiled(model, info)
         if self.through_logs:
             _refuse_unfollowable_xla(model)
@@ -75,6 +82,8 @@ class LossTap:
         self.per_token = per_token
         self.want_x = want_x
         self.want_pred = want_pred
+        self.statistics = statistics
+        self.declined = []  # why the statistics could not be computed in a trace
         self.errors = []  # host-side errors (never raised into the step)
         self.active = True
         self.steps = 0
@@ -198,10 +207,12 @@ class LossTap:
         phase = self._phase
         if phase is None:  # compute_loss called outside train_step/test_step
             phase = "train" if training else "test"
+        stats = self._statistics(y, y_pred)
         payload = {
             "x": x if self.want_x else None,
             "y": y,
-            "y_pred": y_pred if self.want_pred else None,
+            "y_pred": y_pred if self.want_pred and stats is None else None,
+            "stats": stats,
             "sample_weight": sample_weight,
             "mask": _masks(y_pred),
             "loss": loss,
@@ -222,6 +233,15 @@ class LossTap:
                                ordered=not _spans_devices())
         elif not _symbolic(payload):  # Keras builds a PyTorch model on meta tensors first
             self._receive(_detached(payload), phase, 0)
+
+    def _statistics(self, y, y_pred):
+        if self.statistics is None:
+            return None
+        try:
+            return self.statistics(y, y_pred)
+        except Exception as exc:  # the predictions are sent instead
+            self.declined.append(f"{type(exc).__name__}: {exc}")
+            return None
 
     def _send_tensorflow(self, payload, phase):
         import tensorflow as tf

@@ -1,0 +1,188 @@
+"""Per-token sufficient statistics of a sparse categorical cross-entropy, computed inside the
+model's step with its backend's operations, so that the step hands the host two (batch, time)
+arrays per output instead of its (batch, time, vocabulary) predictions.
+
+For each token, one of three kinds, chosen the way Keras chooses what its loss is computed from:
+
+* ``"logits"``: the loss is taken from logits — ``from_logits=True``, or, on the TensorFlow
+  stacks, the logits Keras finds under a softmax output (``_keras_logits`` on the tensor, or the
+  graph's ``Softmax`` op: the same lookup as Keras' own ``_get_logits``). The statistics are the
+  label's logit minus the row's maximum, and the sum of the exponentials of the row minus its
+  maximum (in ``[1, vocabulary]``; the host takes its log in float64);
+* ``"clipped"`` (TensorFlow stacks, probabilities): the label's probability and the row sum of
+  the probabilities clipped to ``[1e-7, 1 - 1e-7]`` (Keras clips, then renormalises by that sum);
+* ``"probabilities"`` (Keras 3 on JAX and PyTorch): the label's probability and the row sum.
+
+The loss itself is not formed here: the host's numpy reference does that
+(``pytest_maskloss.check.tokenstats``). A label outside ``[0, vocabulary)`` (``ignore_class``,
+``-100`` padding) is gathered at 0 and its picked value set to NaN; the host knows the labels and
+leaves out the positions Keras does not score. Everything is computed in float32.
+"""
+
+from __future__ import annotations
+
+from pytest_maskloss.compat import flavours as F
+
+EPSILON = 1e-7  # Keras' backend.epsilon() default, the clip of a probability output
+
+
+def applies(spec) -> bool:
+    """Can a loss of this spec (``check.lossspec.LossSpec``) be observed through statistics?"""
+    return (spec is not None and spec.name == "sparse_categorical_crossentropy"
+            and spec.axis == -1 and not spec.label_smoothing)
+
+
+def statistics_evaluator(from_logits, info):
+    """``evaluate(y, y_pred) -> [{kind: (picked, total)}, ...]``, one entry per output, in the
+    order of ``from_logits`` (one bool per output; ``y``/``y_pred`` a tensor for one output, a
+    list/tuple for several). None when the stack has no tested statistics path."""
+    if not F.token_statistics_in_step(info.stack):
+        return None
+    ops = _Keras3Ops() if info.is_keras3 else _TensorFlowOps()
+    tensorflow = info.backend == F.TENSORFLOW
+    renormalises = F.sparse_crossentropy_renormalises_clipped(info.stack)
+    flags = list(from_logits)
+
+    def evaluate(y, y_pred):
+        ys = list(y) if isinstance(y, (list, tuple)) else [y]
+        preds = list(y_pred) if isinstance(y_pred, (list, tuple)) else [y_pred]
+        if len(ys) != len(flags) or len(preds) != len(flags):
+            raise ValueError(f"{len(flags)} output(s) expected, the step has {len(preds)}")
+        return [_statistics(ops, labels, pred, logits, tensorflow, renormalises)
+                for labels, pred, logits in zip(ys, preds, flags)]
+
+    return evaluate
+
+
+def _statistics(ops, labels, y_pred, from_logits, tensorflow, renormalises):
+    logits = y_pred if from_logits else (_logits_under_softmax(y_pred) if tensorflow else None)
+    values = ops.float32(logits if logits is not None else y_pred)
+    picked = _picked(ops, labels, values)
+    if logits is not None:
+        peak = ops.max(values)
+        return {"logits": (picked - peak, ops.sum(ops.exp(values - peak[..., None])))}
+    if renormalises:
+        return {"clipped": (picked, ops.sum(ops.clip(values, EPSILON, 1.0 - EPSILON)))}
+    return {"probabilities": (picked, ops.sum(values))}
+
+
+def _logits_under_softmax(y_pred):
+    """The logits Keras' TensorFlow losses take instead of a softmax output (its
+    ``_get_logits``): the tensor's ``_keras_logits``, else the input of a graph ``Softmax`` op."""
+    logits = getattr(y_pred, "_keras_logits", None)
+    if logits is not None:
+        return logits
+    op = getattr(y_pred, "op", None)
+    try:
+        if op is not None and op.type == "Softmax" and len(op.inputs) == 1:
+            return op.inputs[0]
+    except Exception:  # an eager tensor has no op
+        return None
+    return None
+
+
+def _picked(ops, labels, values):
+    """The value at each label, NaN where the label is outside the vocabulary."""
+    rank = len(values.shape)
+    if len(labels.shape) == rank and labels.shape[-1] == 1:
+        labels = ops.squeeze_last(labels)
+    labels = ops.int32(labels)
+    inside = ops.inside(labels, ops.classes(values))
+    safe = ops.where(inside, labels, ops.zeros_like(labels))
+    return ops.where(inside, ops.gather_last(values, safe), ops.nan_like(values, labels))
+
+
+class _Keras3Ops:
+    """The operations on Keras 3's ``keras.ops`` (any backend)."""
+
+    def __init__(self):
+        from keras import ops
+
+        self.o = ops
+
+    def float32(self, x):
+        return self.o.cast(x, "float32")
+
+    def int32(self, x):
+        return self.o.cast(x, "int32")
+
+    def max(self, x):
+        return self.o.max(x, axis=-1)
+
+    def sum(self, x):
+        return self.o.sum(x, axis=-1)
+
+    def exp(self, x):
+        return self.o.exp(x)
+
+    def clip(self, x, low, high):
+        return self.o.clip(x, low, high)
+
+    def squeeze_last(self, x):
+        return self.o.squeeze(x, axis=-1)
+
+    def classes(self, values):
+        return self.o.shape(values)[-1]
+
+    def inside(self, labels, classes):
+        return self.o.logical_and(labels >= 0, labels < classes)
+
+    def where(self, condition, a, b):
+        return self.o.where(condition, a, b)
+
+    def zeros_like(self, x):
+        return self.o.zeros_like(x)
+
+    def gather_last(self, values, index):
+        return self.o.squeeze(self.o.take_along_axis(values, self.o.expand_dims(index, -1), axis=-1), axis=-1)
+
+    def nan_like(self, values, labels):
+        return self.o.full(self.o.shape(labels), float("nan"), dtype="float32")
+
+
+class _TensorFlowOps:
+    """The same operations in TensorFlow, for Keras 2 (tf_keras, tf.keras)."""
+
+    def __init__(self):
+        import tensorflow as tf
+
+        self.tf = tf
+
+    def float32(self, x):
+        return self.tf.cast(x, self.tf.float32)
+
+    def int32(self, x):
+        return self.tf.cast(x, self.tf.int32)
+
+    def max(self, x):
+        return self.tf.reduce_max(x, axis=-1)
+
+    def sum(self, x):
+        return self.tf.reduce_sum(x, axis=-1)
+
+    def exp(self, x):
+        return self.tf.exp(x)
+
+    def clip(self, x, low, high):
+        return self.tf.clip_by_value(x, low, high)
+
+    def squeeze_last(self, x):
+        return self.tf.squeeze(x, axis=-1)
+
+    def classes(self, values):
+        return self.tf.shape(values)[-1]
+
+    def inside(self, labels, classes):
+        return self.tf.logical_and(labels >= 0, labels < classes)
+
+    def where(self, condition, a, b):
+        return self.tf.where(condition, a, b)
+
+    def zeros_like(self, x):
+        return self.tf.zeros_like(x)
+
+    def gather_last(self, values, index):
+        return self.tf.gather(values, index, batch_dims=len(index.shape))
+
+    def nan_like(self, values, labels):
+        return self.tf.fill(self.tf.shape(labels), self.tf.constant(float("nan"), self.tf.float32))

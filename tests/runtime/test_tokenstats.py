@@ -1,0 +1,199 @@
+"""A sparse categorical cross-entropy is observed through per-token statistics computed inside the
+step (the label's value and the row's log-sum-exp or sum), not through the (batch, time,
+vocabulary) predictions, whenever nothing compared needs those: the report says which
+(``report.observed``), and the figures are the same as the numpy reference the test derives from
+``model.predict`` (or from the model's own logits). A compiled metric the check judges, a custom
+loss or mixed precision keep the predictions path.
+"""
+
+import numpy as np
+import pytest
+
+from probe import VOCAB, padded_tokens
+from stack import KERAS3, OLD_TF_KERAS, TF_BACKEND, keras, sce
+
+from pytest_maskloss import MaskLossInputError, MaskLossMismatch, assert_masked_loss, check_masked_loss
+
+ALL_PATHS = {"evaluate", "test_on_batch", "train_on_batch", "fit"}
+STATISTICS = {path: "token statistics" for path in ALL_PATHS}
+
+
+def lm(*, logits=False, loss=None, metrics=None, time_distributed=False):
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((6,), dtype="int32")
+    h = keras.layers.Embedding(VOCAB, 8, mask_zero=True)(inp)
+    h = keras.layers.LSTM(8, return_sequences=True)(h)
+    head = keras.layers.Dense(VOCAB, activation=None if logits else "softmax", name="head")
+    out = keras.layers.TimeDistributed(head)(h) if time_distributed else head(h)
+    model = keras.Model(inp, out)
+    loss = loss or keras.losses.SparseCategoricalCrossentropy(from_logits=logits)
+    model.compile("sgd", loss, metrics=metrics)
+    return model
+
+
+def log_softmax_loss(labels, logits):
+    """-log softmax(logits)[label] per token, in float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    peak = z.max(axis=-1, keepdims=True)
+    lse = peak[..., 0] + np.log(np.exp(z - peak).sum(axis=-1))
+    return lse - np.take_along_axis(z, labels[..., None].astype(int), axis=-1)[..., 0]
+
+
+def masked_mean(losses, real):
+    return float(np.sum(losses * real) / np.sum(real))
+
+
+def checked(model, x, y, **kwargs):
+    """``assert_masked_loss``'s report; on tf.keras < 2.11, which counts the padding, the report
+    of a check whose findings are that and nothing else."""
+    if not OLD_TF_KERAS:
+        return assert_masked_loss(model, x, y, **kwargs)
+    report = check_masked_loss(model, x, y, **kwargs)
+    assert {c.mode for c in report.findings} <= {"padding-in-denominator"}
+    return report
+
+
+@pytest.mark.parametrize("logits", [False, True], ids=["softmax", "logits"])
+def test_every_path_is_observed_through_statistics_and_matches_numpy(logits):
+    x = padded_tokens()
+    model = lm(logits=logits)
+    outputs = model.predict(x, verbose=0)
+    expected = log_softmax_loss(x, outputs) if logits else sce(x, outputs)
+    report = checked(model, x, x, batch_size=2)
+    assert report.observed == STATISTICS
+    assert {c.path for c in report.comparisons} == ALL_PATHS
+    assert report.token_mean == pytest.approx(masked_mean(expected, x != 0), rel=1e-5)
+
+
+@pytest.mark.parametrize("logits", [False, True], ids=["softmax", "logits"])
+def test_statistics_give_the_figures_of_the_predictions_path(logits):
+    """The same model, once with a compiled accuracy (predictions sent), once without (statistics):
+    every batch's reference agrees within the float32 tolerance."""
+    x = padded_tokens()
+    with_metric = check_masked_loss(lm(logits=logits, metrics=["accuracy"]), x, x, batch_size=2,
+                                    paths=("evaluate", "test_on_batch"))
+    without = check_masked_loss(lm(logits=logits), x, x, batch_size=2, paths=("evaluate", "test_on_batch"))
+    assert with_metric.observed == {"evaluate": "predictions", "test_on_batch": "predictions"}
+    assert without.observed == {"evaluate": "token statistics", "test_on_batch": "token statistics"}
+    assert without.ok or OLD_TF_KERAS
+    def losses(report):
+        return {(c.path, c.scope): c for c in report.comparisons if c.quantity == "loss"}
+
+    predicted, observed = losses(with_metric), losses(without)
+    assert set(predicted) == set(observed) and len(observed) >= 4  # each batch of both paths
+    for key, c in observed.items():
+        assert c.reference == pytest.approx(predicted[key].reference, rel=1e-5)
+        assert c.reported == pytest.approx(predicted[key].reported, rel=1e-6)
+
+
+def test_a_metric_the_check_judges_keeps_the_predictions_and_metrics_false_drops_them():
+    x = padded_tokens()
+    model = lm(metrics=["sparse_categorical_accuracy"])
+    report = check_masked_loss(model, x, x, batch_size=2, paths=("evaluate",))
+    assert report.observed == {"evaluate": "predictions"}
+    assert any(c.quantity == "sparse_categorical_accuracy" for c in report.comparisons)
+    report = check_masked_loss(model, x, x, batch_size=2, paths=("evaluate",), metrics=False)
+    assert report.observed == {"evaluate": "token statistics"}
+    assert all(c.quantity == "loss" for c in report.comparisons)
+
+
+def test_a_custom_loss_keeps_its_own_per_token_path():
+    def my_loss(y_true, y_pred):
+        return keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
+
+    x = padded_tokens()
+    report = check_masked_loss(lm(loss=my_loss), x, x, batch_size=2, paths=("evaluate",))
+    assert "token statistics" not in report.observed["evaluate"]
+
+
+def test_ignore_class_negative_padding_is_left_out_from_the_labels():
+    x = padded_tokens()
+    labels = np.where(x == 0, -1, x)
+    model = lm(loss=keras.losses.SparseCategoricalCrossentropy(ignore_class=-1))
+    expected = sce(np.where(labels < 0, 0, labels), model.predict(x, verbose=0))
+    report = checked(model, x, labels, batch_size=2, paths=("evaluate", "fit"))
+    assert report.observed == {"evaluate": "token statistics", "fit": "token statistics"}
+    assert report.token_mean == pytest.approx(masked_mean(expected, x != 0), rel=1e-5)
+
+
+def test_a_probability_output_keras_does_not_unwrap_is_clipped_as_keras_clips_it():
+    """Behind TimeDistributed the TensorFlow losses find no logits and clip the probabilities
+    (the statistics are the label's probability and the clipped row sum)."""
+    x = padded_tokens()
+    model = lm(time_distributed=True)
+    report = checked(model, x, x, batch_size=2, paths=("evaluate", "train_on_batch"))
+    assert report.observed == {"evaluate": "token statistics", "train_on_batch": "token statistics"}
+    expected = sce(x, model.predict(x, verbose=0))  # nothing near the clip bounds here
+    assert report.token_mean == pytest.approx(masked_mean(expected, x != 0), rel=1e-5)
+
+
+def saturated(with_metric):
+    """Logits 0..150 apart: the softmax underflows to exactly 0 for most classes in float32."""
+    model = lm(metrics=["accuracy"] if with_metric else None)
+    head = model.get_layer("head")
+    kernel, bias = head.get_weights()
+    head.set_weights([np.zeros_like(kernel), np.linspace(0.0, 150.0, bias.size).astype(bias.dtype)])
+    return model, np.linspace(0.0, 150.0, bias.size)
+
+
+def test_saturated_softmax_is_exact_from_the_logits_where_keras_uses_them():
+    """On the TensorFlow stacks Keras computes this loss from the logits under the softmax; the
+    statistics take them there too, so the check is exact where the predictions path can only
+    refuse (an underflowed probability). Keras 3 on JAX and PyTorch clip the probabilities."""
+    x = padded_tokens()
+    model, logits = saturated(with_metric=False)
+    if TF_BACKEND:
+        expected = log_softmax_loss(x, np.broadcast_to(logits, x.shape + logits.shape))
+        report = checked(model, x, x, batch_size=2, paths=("evaluate", "test_on_batch"))
+        assert report.observed == {"evaluate": "token statistics", "test_on_batch": "token statistics"}
+        assert report.token_mean == pytest.approx(masked_mean(expected, x != 0), rel=1e-5)
+        assert report.token_mean > 50
+        model, _ = saturated(with_metric=True)  # the predictions path: refused, as before
+        with pytest.raises(MaskLossInputError, match="underflowed"):
+            assert_masked_loss(model, x, x, batch_size=2, paths=("evaluate",))
+    else:
+        report = checked(model, x, x, batch_size=2, paths=("evaluate",))
+        expected = sce(x, model.predict(x, verbose=0))  # -log(1e-7) where p underflowed
+        assert report.observed == {"evaluate": "token statistics"}
+        assert report.token_mean == pytest.approx(masked_mean(expected, x != 0), rel=1e-5)
+
+
+@pytest.mark.skipif(not OLD_TF_KERAS, reason="the padding-in-denominator mask bug is tf.keras < 2.11 only")
+def test_statistics_path_diagnoses_the_original_problem_on_tf210():
+    x = padded_tokens()
+    model = lm()
+    losses = sce(x, model.predict(x, verbose=0))
+    with pytest.raises(MaskLossMismatch) as caught:
+        assert_masked_loss(model, x, x, batch_size=4, paths=("evaluate",))
+    err = caught.value
+    assert err.mode == "padding-in-denominator" and err.report.observed == {"evaluate": "token statistics"}
+    epoch = next(c for c in err.findings if c.scope.startswith("epoch"))
+    assert epoch.reference == pytest.approx(masked_mean(losses, x != 0), rel=1e-5)
+    assert epoch.reported == pytest.approx(np.sum(losses * (x != 0)) / x.size, rel=1e-5)
+
+
+@pytest.mark.skipif(not TF_BACKEND, reason="XLA steps are a TensorFlow matter")
+def test_an_xla_step_carries_the_statistics_in_its_logs():
+    x = padded_tokens()
+    keras.utils.set_random_seed(3)
+    model = lm()
+    model.compile("sgd", "sparse_categorical_crossentropy", jit_compile=True)
+    expected = sce(x, model.predict(x, verbose=0))
+    report = check_masked_loss(model, x, x, batch_size=2, paths=("evaluate", "fit"))
+    assert report.observed == {"evaluate": "token statistics", "fit": "token statistics"}
+    assert report.token_mean == pytest.approx(masked_mean(expected, x != 0), rel=1e-5)
+    assert not report.skipped and (report.ok or OLD_TF_KERAS)
+    history = model.fit(x, x, batch_size=2, epochs=1, verbose=0)
+    assert set(history.history) == {"loss"}
+
+
+@pytest.mark.skipif(not KERAS3, reason="a mixed-precision policy of Keras 3")
+def test_mixed_precision_keeps_the_predictions_path():
+    x = padded_tokens()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = lm()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    report = check_masked_loss(model, x, x, batch_size=2, paths=("evaluate",))
+    assert report.observed == {"evaluate": "predictions"}
