@@ -13,7 +13,9 @@ from pytest_maskloss.scan.parsing import parse_unvalidated, safe_parse
 from pytest_maskloss.scan.syntax import walk
 
 ROOT = Path(__file__).resolve().parents[2]
-FILES = sorted(p for p in ROOT.rglob("*.py") if ".venv" not in p.parts)
+# the project's own sources (not the venvs, caches or checkouts a working copy may hold)
+FILES = sorted(p for folder in ("pytest_maskloss", "tests", "benchmarks", "examples", "docs", ".ci")
+               for p in (ROOT / folder).rglob("*.py"))
 
 SNIPPETS = [
     "",
