@@ -171,6 +171,9 @@ class Observation:
             raise recorder.input_error
         if recorder.errors:
             self.report.notes.append(f"{path}: observing the steps failed: {recorder.errors[0]}")
+        if not periods and recorder.errors:  # the steps ran, but what they sent could not be read
+            self.report.skipped[path] = f"observing the steps failed: {recorder.errors[0]}"
+            return
         if not periods:
             self.report.skipped[path] = (
                 "no step called compute_loss: a custom train_step/test_step that computes the "

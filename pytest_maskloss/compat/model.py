@@ -23,7 +23,10 @@ def to_numpy(value):
     if isinstance(value, (list, tuple)):
         return type(value)(to_numpy(v) for v in value)
     if hasattr(value, "detach"):  # a torch tensor (Keras 3 on PyTorch), maybe requiring grad
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":  # torch hands numpy no bfloat16 (mixed_bfloat16)
+            value = value.float()
+        value = value.numpy()
     elif hasattr(value, "numpy"):
         value = value.numpy()
     return np.asarray(value)
