@@ -249,17 +249,23 @@ def negative_labels(spec: LossSpec, y_true: Any, prediction_ndim: int) -> np.nda
     return negative if np.any(negative) else None
 
 
-def _picked_prediction(spec: LossSpec, y_true: Any, y_pred: np.ndarray, flavour: str):
-    """The prediction at each sparse label, and where the position is scored (None when all
-    are): ``ignore_class`` positions are not, nor negative labels on the stacks that score
-    them 0."""
-    labels = _sparse_labels(spec, y_true, y_pred)
+def scored_positions(spec: LossSpec, labels: np.ndarray, flavour: str):
+    """Where Keras scores a sparse label (None: everywhere): not at ``ignore_class``, nor at
+    negative labels on the stacks that score them 0."""
     valid = None
     if spec.ignore_class is not None:
         valid = labels != spec.ignore_class
     zero = F.sparse_labels_scored_zero(flavour, labels)
     if zero is not None and np.any(zero):
         valid = ~zero if valid is None else valid & ~zero
+    return valid
+
+
+def _picked_prediction(spec: LossSpec, y_true: Any, y_pred: np.ndarray, flavour: str):
+    """The prediction at each sparse label, and where the position is scored
+    (``scored_positions``)."""
+    labels = _sparse_labels(spec, y_true, y_pred)
+    valid = scored_positions(spec, labels, flavour)
     if valid is not None:
         labels = np.where(valid, labels, 0)
     _check_label_range(spec, labels, y_pred.shape[-1])

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pytest_maskloss.check.reference import EPSILON
-from pytest_maskloss.compat import flavours as F
+from pytest_maskloss.check.reference import EPSILON, scored_positions
 
 KINDS = ("logits", "clipped", "probabilities")
 
@@ -60,16 +59,5 @@ def per_token_from_statistics(spec, y_true, statistics, flavour: str) -> np.ndar
             loss = np.log(total) - np.log(np.clip(picked, low, high))
         else:
             loss = -np.log(np.clip(picked / total, low, high))
-    valid = _scored(spec, labels, flavour)
+    valid = scored_positions(spec, labels, flavour)
     return loss if valid is None else np.where(valid, loss, 0.0)
-
-
-def _scored(spec, labels, flavour):
-    """Where Keras scores a label (None: everywhere), as ``reference._picked_prediction``."""
-    valid = None
-    if spec.ignore_class is not None:
-        valid = labels != spec.ignore_class
-    zero = F.sparse_labels_scored_zero(flavour, labels)
-    if zero is not None and np.any(zero):
-        valid = ~zero if valid is None else valid & ~zero
-    return valid
