@@ -23,11 +23,16 @@ def tensor_ops(keras) -> SimpleNamespace:
         def add_scalar_variable(metric, name):
             return metric.add_variable(shape=(), initializer="zeros", dtype="float32", name=name)
 
+        def take_last(values, index):  # values[..., index] per row
+            return ops.squeeze(ops.take_along_axis(values, ops.expand_dims(index, -1), axis=-1), axis=-1)
+
         return SimpleNamespace(
             info=info, cast=ops.cast, sum=ops.sum, ones_like=ops.ones_like,
             not_equal=ops.not_equal, argmax=ops.argmax, any=ops.any, squeeze=ops.squeeze,
             expand_dims=ops.expand_dims, exp=ops.exp, convert=ops.convert_to_tensor,
             divide_no_nan=ops.divide_no_nan, stop_gradient=ops.stop_gradient, is_int=is_int,
+            max=ops.max, clip=ops.clip, where=ops.where, zeros_like=ops.zeros_like,
+            logical_and=ops.logical_and, shape=ops.shape, full=ops.full, take_last=take_last,
             keras_mask=keras_mask, add_scalar_variable=add_scalar_variable,
             register=keras.saving.register_keras_serializable,
             replicas_in_sync=replicas_in_sync if info.backend == F.TENSORFLOW else _one,
@@ -41,11 +46,19 @@ def tensor_ops(keras) -> SimpleNamespace:
     def add_scalar_variable(metric, name):
         return metric.add_weight(name=name, initializer="zeros", dtype="float32")
 
+    def full(shape, fill_value, dtype="float32"):
+        return tf.fill(shape, tf.constant(fill_value, dtype))
+
+    def take_last(values, index):  # values[..., index] per row
+        return tf.gather(values, index, batch_dims=len(index.shape))
+
     return SimpleNamespace(
         info=info, cast=tf.cast, sum=tf.reduce_sum, ones_like=tf.ones_like,
         not_equal=tf.not_equal, argmax=tf.argmax, any=tf.reduce_any, squeeze=tf.squeeze,
         expand_dims=tf.expand_dims, exp=tf.exp, convert=convert,
         divide_no_nan=tf.math.divide_no_nan, stop_gradient=tf.stop_gradient,
+        max=tf.reduce_max, clip=tf.clip_by_value, where=tf.where, zeros_like=tf.zeros_like,
+        logical_and=tf.logical_and, shape=tf.shape, full=full, take_last=take_last,
         is_int=lambda x: x.dtype.is_integer, keras_mask=keras_mask,
         add_scalar_variable=add_scalar_variable,
         register=keras.utils.register_keras_serializable,

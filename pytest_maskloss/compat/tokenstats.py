@@ -21,7 +21,10 @@ leaves out the positions Keras does not score. Everything is computed in float32
 
 from __future__ import annotations
 
+import importlib
+
 from pytest_maskloss.compat import flavours as F
+from pytest_maskloss.compat.ops import tensor_ops
 
 EPSILON = 1e-7  # Keras' backend.epsilon() default, the clip of a probability output
 
@@ -38,7 +41,7 @@ def statistics_evaluator(from_logits, info):
     list/tuple for several). None when the stack has no tested statistics path."""
     if not F.token_statistics_in_step(info.stack):
         return None
-    ops = _Keras3Ops() if info.is_keras3 else _TensorFlowOps()
+    ops = tensor_ops(_keras_module(info))
     tensorflow = info.backend == F.TENSORFLOW
     renormalises = F.sparse_crossentropy_renormalises_clipped(info.stack)
     flags = list(from_logits)
@@ -56,14 +59,14 @@ def statistics_evaluator(from_logits, info):
 
 def _statistics(ops, labels, y_pred, from_logits, tensorflow, renormalises):
     logits = y_pred if from_logits else (_logits_under_softmax(y_pred) if tensorflow else None)
-    values = ops.float32(logits if logits is not None else y_pred)
+    values = ops.cast(logits if logits is not None else y_pred, "float32")
     picked = _picked(ops, labels, values)
     if logits is not None:
-        peak = ops.max(values)
-        return {"logits": (picked - peak, ops.sum(ops.exp(values - peak[..., None])))}
+        peak = ops.max(values, axis=-1)
+        return {"logits": (picked - peak, ops.sum(ops.exp(values - peak[..., None]), axis=-1))}
     if renormalises:
-        return {"clipped": (picked, ops.sum(ops.clip(values, EPSILON, 1.0 - EPSILON)))}
-    return {"probabilities": (picked, ops.sum(values))}
+        return {"clipped": (picked, ops.sum(ops.clip(values, EPSILON, 1.0 - EPSILON), axis=-1))}
+    return {"probabilities": (picked, ops.sum(values, axis=-1))}
 
 
 def _logits_under_softmax(y_pred):
@@ -85,104 +88,17 @@ def _picked(ops, labels, values):
     """The value at each label, NaN where the label is outside the vocabulary."""
     rank = len(values.shape)
     if len(labels.shape) == rank and labels.shape[-1] == 1:
-        labels = ops.squeeze_last(labels)
-    labels = ops.int32(labels)
-    inside = ops.inside(labels, ops.classes(values))
+        labels = ops.squeeze(labels, axis=-1)
+    labels = ops.cast(labels, "int32")
+    inside = ops.logical_and(labels >= 0, labels < ops.shape(values)[-1])
     safe = ops.where(inside, labels, ops.zeros_like(labels))
-    return ops.where(inside, ops.gather_last(values, safe), ops.nan_like(values, labels))
+    return ops.where(inside, ops.take_last(values, safe), ops.full(ops.shape(labels), float("nan"), dtype="float32"))
 
 
-class _Keras3Ops:
-    """The operations on Keras 3's ``keras.ops`` (any backend)."""
-
-    def __init__(self):
-        from keras import ops
-
-        self.o = ops
-
-    def float32(self, x):
-        return self.o.cast(x, "float32")
-
-    def int32(self, x):
-        return self.o.cast(x, "int32")
-
-    def max(self, x):
-        return self.o.max(x, axis=-1)
-
-    def sum(self, x):
-        return self.o.sum(x, axis=-1)
-
-    def exp(self, x):
-        return self.o.exp(x)
-
-    def clip(self, x, low, high):
-        return self.o.clip(x, low, high)
-
-    def squeeze_last(self, x):
-        return self.o.squeeze(x, axis=-1)
-
-    def classes(self, values):
-        return self.o.shape(values)[-1]
-
-    def inside(self, labels, classes):
-        return self.o.logical_and(labels >= 0, labels < classes)
-
-    def where(self, condition, a, b):
-        return self.o.where(condition, a, b)
-
-    def zeros_like(self, x):
-        return self.o.zeros_like(x)
-
-    def gather_last(self, values, index):
-        return self.o.squeeze(self.o.take_along_axis(values, self.o.expand_dims(index, -1), axis=-1), axis=-1)
-
-    def nan_like(self, values, labels):
-        return self.o.full(self.o.shape(labels), float("nan"), dtype="float32")
-
-
-class _TensorFlowOps:
-    """The same operations in TensorFlow, for Keras 2 (tf_keras, tf.keras)."""
-
-    def __init__(self):
+def _keras_module(info):
+    """The Keras module of the model's flavour, for ``compat.ops.tensor_ops``."""
+    if info.flavour == F.TF_DOT_KERAS:  # the bare keras 2.x package lacks parts of tf.keras' API
         import tensorflow as tf
 
-        self.tf = tf
-
-    def float32(self, x):
-        return self.tf.cast(x, self.tf.float32)
-
-    def int32(self, x):
-        return self.tf.cast(x, self.tf.int32)
-
-    def max(self, x):
-        return self.tf.reduce_max(x, axis=-1)
-
-    def sum(self, x):
-        return self.tf.reduce_sum(x, axis=-1)
-
-    def exp(self, x):
-        return self.tf.exp(x)
-
-    def clip(self, x, low, high):
-        return self.tf.clip_by_value(x, low, high)
-
-    def squeeze_last(self, x):
-        return self.tf.squeeze(x, axis=-1)
-
-    def classes(self, values):
-        return self.tf.shape(values)[-1]
-
-    def inside(self, labels, classes):
-        return self.tf.logical_and(labels >= 0, labels < classes)
-
-    def where(self, condition, a, b):
-        return self.tf.where(condition, a, b)
-
-    def zeros_like(self, x):
-        return self.tf.zeros_like(x)
-
-    def gather_last(self, values, index):
-        return self.tf.gather(values, index, batch_dims=len(index.shape))
-
-    def nan_like(self, values, labels):
-        return self.tf.fill(self.tf.shape(labels), self.tf.constant(float("nan"), self.tf.float32))
+        return tf.keras
+    return importlib.import_module(F.MODEL_PACKAGES[info.flavour])
