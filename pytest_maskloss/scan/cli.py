@@ -24,7 +24,8 @@ def _init_worker(settings) -> None:
     from pytest_maskloss.scan.engine import Scanner
 
     gc.disable()  # a worker lives for one scan (see _no_cyclic_gc)
-    _SCANNER = Scanner(settings)
+    if _SCANNER is None:  # a forked worker has the parent's (Scanner.warm)
+        _SCANNER = Scanner(settings)
 
 
 def _work(path):
@@ -83,12 +84,23 @@ def _scan_paths(paths, settings, jobs):
     # when scan_paths is called inside a test session) can deadlock on a lock a thread held
     method = "fork" if "fork" in mp.get_all_start_methods() and sys.platform != "darwin" and _one_thread() else "spawn"
     ctx = mp.get_context(method)
+    global _SCANNER
+    if method == "fork":
+        # the modules many files import are analysed once here; the workers inherit them
+        scanner.warm([paths[i] for i in todo])
+        gc.freeze()  # what exists now is shared with the workers, never collected
+        _SCANNER = scanner
     # a few long contiguous chunks per worker: files of one folder import the same modules,
     # which each worker parses once
     chunk = -(-len(todo) // (jobs * 3))
-    with ctx.Pool(jobs, initializer=_init_worker, initargs=(settings,)) as pool:
-        for i, r in zip(todo, pool.imap(_work, [paths[i] for i in todo], chunksize=chunk)):
-            results[i] = r
+    try:
+        with ctx.Pool(jobs, initializer=_init_worker, initargs=(settings,)) as pool:
+            for i, r in zip(todo, pool.imap(_work, [paths[i] for i in todo], chunksize=chunk)):
+                results[i] = r
+    finally:
+        if method == "fork":
+            _SCANNER = None
+            gc.unfreeze()
     return results
 
 

@@ -158,6 +158,23 @@ class Scanner:
         an.display_path = self.display(path)
         return an
 
+    def warm(self, paths: list[str]) -> None:
+        """Analyse, in this process, the project modules several of ``paths`` import: forked
+        workers then inherit them instead of each parsing them again. Never raises."""
+        if not self.settings.link:
+            return
+        try:
+            by_root: dict[str, list] = {}
+            for path in paths:
+                by_root.setdefault(self.index_for(path).root, []).append(os.path.abspath(path))
+            for root, group in by_root.items():
+                index = self.indexes[root]
+                for module in index.shared_imports(group):
+                    index.analysis(module)
+        except Exception:  # a bug here only costs speed: the workers analyse what is missing
+            if os.environ.get("MASKLOSS_DEBUG"):
+                raise
+
     # -- one file ----------------------------------------------------------------------
     def scan_file(self, path: str, quick: bool = False) -> FileResult | None:
         path = os.path.abspath(path)

@@ -80,6 +80,12 @@ def _uses_model(text: str) -> bool:
     return False
 
 
+def _first_words(names: str) -> list[str]:
+    """``a.b as c, (d, e)`` -> ["a.b", "d", "e"]: the names an import statement imports."""
+    names = re.sub(r"#[^\n]*|[()\\]", " ", names)
+    return [part.split()[0] for part in names.split(",") if part.split() and part.split()[0] != "*"]
+
+
 class ProjectIndex:
     def __init__(self, root: str, target, loader):
         self.root = root
@@ -248,6 +254,46 @@ class ProjectIndex:
             self.stored_imports[path] = [*stat, sorted(words), user]
             self.imports_changed = True
         return words, user
+
+    def imported_files(self, path: str) -> set[str]:
+        """The project files ``path`` imports directly (``from a import b`` counts ``a`` and, when
+        it is a package's module, ``a.b``), found from its text without parsing it."""
+        out = set()
+        text = self.text(path)
+        package = self.module_name(path).split(".")
+        if not os.path.basename(path).startswith("__init__."):
+            package = package[:-1]
+        for m in _IMPORT_STMT.finditer(text) if "import" in text else ():
+            source, names, plain = m.groups()
+            dotted = []
+            if source is not None:
+                level = len(source) - len(source.lstrip("."))
+                base = source[level:]
+                if level:
+                    if level - 1 > len(package):
+                        continue
+                    base = ".".join(package[: len(package) - (level - 1)] + ([base] if base else []))
+                if base:
+                    dotted.append(base)
+                dotted.extend(f"{base}.{w}" if base else w for w in _first_words(names))
+            else:
+                dotted.extend(_first_words(plain))
+            for name in dotted:
+                if name and name.split(".")[0] not in _NOT_PROJECT:
+                    found = self.find_module(name, path)
+                    if found is not None and found != path:
+                        out.add(found)
+        return out
+
+    def shared_imports(self, paths: list[str], least: int = 2) -> list[str]:
+        """The project files that at least ``least`` of ``paths`` import directly, the most
+        imported first: what parallel workers would each parse again, so the parent process
+        analyses them once before it forks (``Scanner.warm``)."""
+        counts: dict[str, int] = {}
+        for path in paths:
+            for found in self.imported_files(path):
+                counts[found] = counts.get(found, 0) + 1
+        return sorted((f for f, n in counts.items() if n >= least), key=lambda f: (-counts[f], f))
 
     def importers(self, path: str) -> list[str]:
         """Project files that may import ``path`` and use what it defines: those that compile,
