@@ -414,9 +414,18 @@ def _codes(text: str) -> set[str]:
     return {c.upper() for c in re.split(r"[\s,]+", text) if c}
 
 
+# A module that provides a model, a layer or a loss to its importers names one of these: Keras
+# itself as a word (``import keras``, ``tf.keras``; not a package that only starts with
+# ``keras_``, such as keras-core's own ``keras_core`` imports of its backend plumbing), a Keras
+# package, or a kind of object the rules follow.
+_PROVIDER = re.compile(
+    rb"\b(?:keras|tensorflow|tf_keras|keras_hub|keras_nlp)\b|Sequential|Model|Loss|Layer|Embedding|Masking|mask"
+)
+
+
 def _provides(data: bytes) -> bool:
     """Could this module provide a model, layer or loss to a module that imports it?"""
-    return any(t in data for t in (b"keras", b"Sequential", b"Model", b"Loss"))
+    return _PROVIDER.search(data) is not None
 
 
 def _exports(an: A.ModuleAnalysis) -> bool:

@@ -259,3 +259,23 @@ def test_example_suite_gets_its_findings(scan_json, monkeypatch):
         ("test_training.py", line_of(training, "keras.layers.Conv1D("), "MSK006"),
     }
     assert code == 1
+
+
+@pytest.mark.parametrize("text, provides", [
+    ("from tensorflow import keras\n", True),
+    ("import keras\n", True),
+    ("x = tf.keras.layers.Dense(3)\n", True),
+    ("import keras_hub\n", True),
+    ("class Block(Layer):\n    pass\n", True),
+    ("def build():\n    return Sequential([])\n", True),
+    ("def head(x):\n    return x  # keeps the mask\n", True),
+    # a package whose name only starts with keras_ (keras-core's own backend plumbing)
+    ("from keras_core.backend.common import global_state\n\ndef set_seed(s):\n    global_state.set(s)\n", False),
+    ("import numpy as np\n\ndef pad(rows):\n    return np.asarray(rows)\n", False),
+])
+def test_what_an_imported_module_can_provide(text, provides):
+    """An imported module that fails the prefilter is parsed only when it can give its
+    importers a model, a layer or a loss (``engine._provides``)."""
+    from pytest_maskloss.scan.engine import _provides
+
+    assert _provides(text.encode()) is provides
