@@ -15,6 +15,7 @@ import os
 import libcst as cst
 
 from pytest_maskloss.scan.calls import Env, FunctionRunner
+from pytest_maskloss.scan.project import relative_module
 from pytest_maskloss.scan.syntax import call_arg, dotted, int_of, string_value
 from pytest_maskloss.scan.values import (
     MASKED, NONE, UNKNOWN, ClassRef, Const, DatasetV, DictV, EvalV, FuncRef, HistoryDictV, HistoryV, LayerV,
@@ -205,13 +206,7 @@ class Interpreter(FunctionRunner):
             env.vars[local] = Qual(frozenset({qname}))
 
     def resolve_relative(self, level: int, base: str) -> str | None:
-        parts = self.module_name.split(".")
-        is_pkg = os.path.basename(self.path).startswith("__init__.")
-        pkg = parts if is_pkg else parts[:-1]
-        if level - 1 > len(pkg):
-            return None
-        pkg = pkg[: len(pkg) - (level - 1)]
-        return ".".join(p for p in pkg + ([base] if base else []) if p)
+        return relative_module(self.module_name, self.path, level, base)
 
     def assign(self, target, value, env) -> None:
         if isinstance(target, cst.Name):

@@ -51,6 +51,16 @@ def import_summary(text: str) -> tuple[frozenset, bool]:
     if "import" not in text:
         return frozenset(), False
     words = set()
+    for m in import_statements(text):
+        for group in m.groups():
+            if group:
+                words.update(_WORD.findall(group))
+    return frozenset(words), _uses_model(text)
+
+
+def import_statements(text: str):
+    """The matches of ``_IMPORT_STMT`` that ``finditer`` would give over ``text``, tried only at
+    the starts of lines that contain ``import`` (groups: from-module, its names, plain import)."""
     end = 0  # matches do not overlap: a line inside the previous statement is not tried
     find, rfind = text.find, text.rfind
     at = find("import")
@@ -60,13 +70,21 @@ def import_summary(text: str) -> tuple[frozenset, bool]:
             m = _IMPORT_STMT.match(text, start)
             if m is not None:
                 end = m.end()
-                for group in m.groups():
-                    if group:
-                        words.update(_WORD.findall(group))
+                yield m
             else:
                 end = start + 1
         at = find("import", max(at + 6, end))
-    return frozenset(words), _uses_model(text)
+
+
+def relative_module(module_name: str, path: str, level: int, base: str) -> str | None:
+    """The absolute module ``from <level dots><base> import ...`` names in the module
+    ``module_name`` (file ``path``); None when the dots climb above the top package."""
+    parts = module_name.split(".")
+    pkg = parts if os.path.basename(path).startswith("__init__.") else parts[:-1]
+    if level - 1 > len(pkg):
+        return None
+    pkg = pkg[: len(pkg) - (level - 1)]
+    return ".".join(p for p in pkg + ([base] if base else []) if p)
 
 
 def _uses_model(text: str) -> bool:
@@ -83,7 +101,8 @@ def _uses_model(text: str) -> bool:
 def _first_words(names: str) -> list[str]:
     """``a.b as c, (d, e)`` -> ["a.b", "d", "e"]: the names an import statement imports."""
     names = re.sub(r"#[^\n]*|[()\\]", " ", names)
-    return [part.split()[0] for part in names.split(",") if part.split() and part.split()[0] != "*"]
+    words = (part.split() for part in names.split(","))
+    return [w[0] for w in words if w and w[0] != "*"]
 
 
 class ProjectIndex:
@@ -258,21 +277,17 @@ class ProjectIndex:
     def imported_files(self, path: str) -> set[str]:
         """The project files ``path`` imports directly (``from a import b`` counts ``a`` and, when
         it is a package's module, ``a.b``), found from its text without parsing it."""
+        path = os.path.abspath(path)
         out = set()
-        text = self.text(path)
-        package = self.module_name(path).split(".")
-        if not os.path.basename(path).startswith("__init__."):
-            package = package[:-1]
-        for m in _IMPORT_STMT.finditer(text) if "import" in text else ():
+        module_name = self.module_name(path)
+        for m in import_statements(self.text(path)):
             source, names, plain = m.groups()
             dotted = []
             if source is not None:
                 level = len(source) - len(source.lstrip("."))
-                base = source[level:]
-                if level:
-                    if level - 1 > len(package):
-                        continue
-                    base = ".".join(package[: len(package) - (level - 1)] + ([base] if base else []))
+                base = relative_module(module_name, path, level, source[level:]) if level else source
+                if base is None:
+                    continue
                 if base:
                     dotted.append(base)
                 dotted.extend(f"{base}.{w}" if base else w for w in _first_words(names))
