@@ -18,6 +18,7 @@ from pytest_maskloss.check.report import Report
 from pytest_maskloss.check.sums import EpochSums, Total
 from pytest_maskloss.compat import flavours as F, masks, model as M
 from pytest_maskloss.compat.pertoken import per_token_evaluator
+from pytest_maskloss.compat.keptap import keep_tap, kept_tap
 from pytest_maskloss.compat.tap import LossTap, TapUnavailable
 from pytest_maskloss.compat.tokenstats import applies as statistics_apply, statistics_evaluator
 from pytest_maskloss.errors import MaskLossInputError
@@ -48,8 +49,7 @@ KERAS_HUB_FIX = (
 
 class Observation:
     def __init__(self, model, info, *, pad_id=0, pad_in="auto", mask=None, per_token_loss_fn=None,
-                 granularity="batch", rtol=None, atol=None, metrics=True, data="the call's own data",
-                 tap=None):
+                 granularity="batch", rtol=None, atol=None, metrics=True, data="the call's own data"):
         default_rtol, default_atol = TOLERANCES.get(M.compute_dtype(model), TOLERANCES["float32"])
         rtol = default_rtol if rtol is None else rtol
         atol = default_atol if atol is None else atol
@@ -77,14 +77,8 @@ class Observation:
         self.judge.has_mask_source = bool(self.mask_sources)
         self.metrics = Metrics(self.outputs, self.stack, self.padding, self.judge)
         self.recorders = {}  # path -> Recorder of its last observed call
-        self._tap = tap  # an earlier observation's tap of this model: its steps are not retraced
+        self._tap = None  # the tap of the calls observed (an earlier observation's, if it fits)
         self._metric_names_known = False
-
-    @property
-    def tap(self):
-        """The model's LossTap once a call has been watched (None before, or if it cannot be
-        tapped): hand it to the next Observation of the same model with ``tap=``."""
-        return self._tap
 
     # -- observing a call ---------------------------------------------------------------------
 
@@ -98,10 +92,7 @@ class Observation:
             self.metrics.names = self._metric_names()
         try:
             if self._tap is None:  # one tap for all the calls observed: each step traced once
-                self._tap = LossTap(self.model, self.info, recorder.on_step,
-                                    per_token=self._in_step_per_token(), want_x=self._wants_x(),
-                                    want_pred=self._wants_predictions(),
-                                    statistics=self._in_step_statistics())
+                self._tap = self._kept_or_new_tap(recorder)
         except TapUnavailable as exc:
             self.report.skipped[path] = str(exc)
             yield None
@@ -115,6 +106,21 @@ class Observation:
             yield recorder
         recorder.errors.extend(tap.errors)
         self.recorders[path] = recorder
+
+    def _kept_or_new_tap(self, recorder):
+        """The tap an earlier observation kept on the model when it was built for the same
+        losses and payload (its traced steps are reused: no retrace per check), else a new one,
+        kept on the model in its turn."""
+        key = (tuple((o.name, id(o.loss), id(o.fn)) for o in self.outputs), self._wants_x(),
+               self._wants_predictions(), self.want_metrics, tuple(self.metrics.names or ()))
+        tap = kept_tap(self.model, key)
+        if tap is None:
+            tap = LossTap(self.model, self.info, recorder.on_step,
+                          per_token=self._in_step_per_token(), want_x=self._wants_x(),
+                          want_pred=self._wants_predictions(), statistics=self._in_step_statistics())
+            tap.key = key
+            keep_tap(self.model, tap)
+        return tap
 
     def _metric_names(self) -> list:
         """What Keras will log for the compiled metrics (prefixed by output with several)."""

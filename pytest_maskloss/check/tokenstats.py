@@ -5,6 +5,8 @@ float64, as in :func:`pytest_maskloss.check.reference.per_token_loss`.
 * ``"logits"``: ``(picked - max, Σ exp(logits - max))`` → ``loss = log Σ - picked``: the
   log-softmax of the logits, unclipped (what Keras computes from logits, also those it takes from
   under a softmax output on TensorFlow);
+* ``"softmax"``: ``(picked - max, max softmax)`` → ``loss = -log max softmax - picked``: the
+  same log-softmax, as the largest probability of a softmax output is ``1 / Σ exp(logits - max)``;
 * ``"clipped"`` (TensorFlow stacks): ``(p_label, Σ clip(p))`` → ``log Σ clip(p) - log clip(p_label)``:
   Keras clips, takes the log and renormalises by the clipped sum;
 * ``"probabilities"`` (Keras 3 on JAX and PyTorch): ``(p_label, Σ p)`` →
@@ -22,7 +24,7 @@ import numpy as np
 
 from pytest_maskloss.check.reference import EPSILON, scored_positions
 
-KINDS = ("logits", "clipped", "probabilities")
+KINDS = ("logits", "softmax", "clipped", "probabilities")
 
 
 def statistics_kind(statistics) -> str:
@@ -55,6 +57,8 @@ def per_token_from_statistics(spec, y_true, statistics, flavour: str) -> np.ndar
     with np.errstate(divide="ignore", invalid="ignore"):
         if kind == "logits":
             loss = np.log(total) - picked
+        elif kind == "softmax":
+            loss = -np.log(total) - picked
         elif kind == "clipped":
             loss = np.log(total) - np.log(np.clip(picked, low, high))
         else:

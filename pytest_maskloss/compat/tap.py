@@ -92,6 +92,8 @@ class LossTap:
         self._phase = None
         self._saved = {}
         self._traced = {}  # step functions traced with the tap, reused by the next opening
+        self._left = {}  # the step functions the model had when the tap last closed
+        self.key = None  # what the tap was built for (set by its owner; see ``kept_tap``)
         self._in_logs = {}  # XLA: phase -> the tensors of the step being traced
         self._layouts = {}  # XLA: phase -> (structure, which leaves are present) of those
         self._lock = threading.Lock()
@@ -113,6 +115,11 @@ class LossTap:
         self._saved = {name: model.__dict__.get(name, _ABSENT)
                        for name in ("compute_loss", "reset_metrics", *_STEPS, *makers)}
         self._functions = {name: getattr(model, name, None) for name in _FUNCTIONS}
+        for name, function in self._functions.items():
+            if function is not self._left.get(name, function):
+                # compile() (or the user) replaced the step function since the tap closed: what
+                # the tap traced then holds the old loss and optimizer, so it is traced afresh
+                self._traced.pop(name, None)
         original_loss = model.compute_loss
         tap = self
 
@@ -160,6 +167,7 @@ class LossTap:
             # the tap inert in it, so the model's next call is not traced once more.
             if value is not None or current is None:
                 _set(model, name, value)
+            self._left[name] = getattr(model, name, None)
         self.on_step = self.on_period = _ignore
         return False
 
@@ -302,8 +310,6 @@ class LossTap:
 
 
 _ABSENT = object()
-
-
 class _LogsStripped:
     """A step function of an XLA-compiled model with the tap's entry taken out of its logs:
     Keras (callbacks, History, the progress bar) sees the logs the step would return unobserved.

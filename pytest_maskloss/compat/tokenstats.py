@@ -2,13 +2,16 @@
 model's step with its backend's operations, so that the step hands the host two (batch, time)
 arrays per output instead of its (batch, time, vocabulary) predictions.
 
-For each token, one of three kinds, chosen the way Keras chooses what its loss is computed from:
+For each token, one of four kinds, chosen the way Keras chooses what its loss is computed from:
 
 * ``"logits"``: the loss is taken from logits — ``from_logits=True``, or, on the TensorFlow
   stacks, the logits Keras finds under a softmax output (``_keras_logits`` on the tensor, or the
   graph's ``Softmax`` op: the same lookup as Keras' own ``_get_logits``). The statistics are the
   label's logit minus the row's maximum, and the sum of the exponentials of the row minus its
-  maximum (in ``[1, vocabulary]``; the host takes its log in float64);
+  maximum (in ``[1, vocabulary]``; the host takes its log in float64). Where the output is the
+  float32 graph ``Softmax`` of those logits, kind ``"softmax"``: the sum is sent as the output's
+  largest probability instead, ``1 / Σ exp(logits - max)``, which costs no exp pass over the
+  vocabulary;
 * ``"clipped"`` (TensorFlow stacks, probabilities): the label's probability and the row sum of
   the probabilities clipped to ``[1e-7, 1 - 1e-7]`` (Keras clips, then renormalises by that sum);
 * ``"probabilities"`` (Keras 3 on JAX and PyTorch): the label's probability and the row sum.
@@ -63,6 +66,10 @@ def _statistics(ops, labels, y_pred, from_logits, tensorflow, renormalises):
     picked = _picked(ops, labels, values)
     if logits is not None:
         peak = ops.max(values, axis=-1)
+        if not from_logits and _is_softmax_of(y_pred, logits):
+            # the output's largest entry is exp(0) / Σ exp(logits - max): the sum without an exp
+            # pass over the vocabulary (the exp is most of the statistics' cost)
+            return {"softmax": (picked - peak, ops.max(y_pred, axis=-1))}
         return {"logits": (picked - peak, ops.sum(ops.exp(values - peak[..., None]), axis=-1))}
     if renormalises:
         return {"clipped": (picked, ops.sum(ops.clip(values, EPSILON, 1.0 - EPSILON), axis=-1))}
@@ -82,6 +89,17 @@ def _logits_under_softmax(y_pred):
     except Exception:  # an eager tensor has no op
         return None
     return None
+
+
+def _is_softmax_of(y_pred, logits) -> bool:
+    """Is ``y_pred`` the float32 output of a graph ``Softmax`` op (the last axis) of exactly
+    ``logits``? Anything else (an eager tensor, a softmax over another axis, a cast) is not."""
+    try:
+        op = y_pred.op
+        return (op.type == "Softmax" and y_pred.dtype.name == "float32" and len(op.inputs) == 1
+                and op.inputs[0].name == logits.name)
+    except Exception:  # an eager tensor has no op and no name
+        return False
 
 
 def _picked(ops, labels, values):

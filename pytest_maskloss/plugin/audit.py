@@ -10,8 +10,8 @@ Registered (by the plugin's ``pytest_configure``) only for a session that asked 
   preprocessor that pads, the call runs under observation (``check.observation``): each step's
   batch, predictions, weights and masks reach the host, and the figures the call returned (its
   ``History``, its ``evaluate`` result) are judged against them. Every such call of a test is
-  audited: the observations of one model in a test share one tap, so its step functions are
-  traced once.
+  audited: the observations of one model share one tap kept on the model (``compat.keptap``),
+  so its step functions are traced once, until it is compiled again.
 - Calls made while a call is being audited, and every call a check makes (``check.guard``: the
   ``maskloss`` fixture's check too), are passed through.
 - Anything the audit cannot judge is recorded as "not audited: reason" (``plugin.records``); it
@@ -55,7 +55,6 @@ class AuditPlugin:
         self.records = []  # dicts, JSON-able (they travel from xdist workers)
         self.item = None
         self.options = None  # the current test's audit options (None: not auditing now)
-        self.taps = {}  # (nodeid, id(model)) -> the model's LossTap in this test (cleared after it)
         self.calls = {}  # (nodeid, id(model), method) -> calls audited or tried
         self.unaudited = {}  # (nodeid, id(model), method) -> calls that could not be audited
         self.strict_failures = {}  # nodeid -> message raised in strict mode
@@ -81,7 +80,6 @@ class AuditPlugin:
             yield
         finally:
             self.item, self.options = None, None
-            self.taps.clear()  # the test's models may go: keep no tap of them
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
@@ -187,7 +185,7 @@ class AuditPlugin:
             options = dict(self.options)
             if options.get("pad_id") is None:
                 options["pad_id"] = 0
-            observation = Observation(model, info, tap=self.taps.get(key[:2]), **options)
+            observation = Observation(model, info, **options)
         except Exception as exc:
             record["reason"] = _reason(exc)
             self._record(self.item, record, None, key)
@@ -197,8 +195,6 @@ class AuditPlugin:
     def _finish(self, audit, recorder, result):
         """Judge what the call returned; returns (message, report) in strict mode, else None."""
         record, observation = audit.record, audit.observation
-        if observation.tap is not None:
-            self.taps[audit.key[:2]] = observation.tap
         try:
             if recorder is not None:
                 observation.judge_call(record["path"], [result] if record["path"] in ON_BATCH else result)

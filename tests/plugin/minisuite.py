@@ -163,6 +163,22 @@ def test_every_call_is_judged_on_its_own_data():
     h.write("expected/test_every_call_is_judged_on_its_own_data.json", calls)
 
 
+def test_recompiled_model_is_judged_with_its_new_loss():
+    # evaluated with a stock loss (padding counted), compiled again with a masked one and
+    # evaluated again: the second call runs the new loss, and only the first is a finding
+    x = h.padded()
+    w = (x != 0).astype("float32")
+    model = h.lm(mask_zero=False, name="recompiled_lm")
+    l = h.token_losses(model, x)
+    h.expect("test_recompiled_model_is_judged_with_its_new_loss", "recompiled_lm", "evaluate",
+             "padding-in-denominator", (l * w).sum() / w.size, (l * w).sum() / w.sum())
+    print("evaluate", model.evaluate(x, x, sample_weight=w, batch_size=4, verbose=0))
+    from pytest_maskloss.keras import MaskedSparseCategoricalCrossentropy
+
+    model.compile("sgd", MaskedSparseCategoricalCrossentropy())
+    print("evaluate", model.evaluate(x, x, sample_weight=w, batch_size=4, verbose=0))
+
+
 def test_conv1d_loses_the_mask():
     x = h.padded()
     model = h.lm(conv=True, name="conv_lm")
@@ -310,6 +326,7 @@ def test_wrappers_present_during_the_session():
 WRONG = {
     "test_padding_as_sample_weight": "padding-in-denominator",
     "test_conv1d_loses_the_mask": "mask-lost",
+    "test_recompiled_model_is_judged_with_its_new_loss": "padding-in-denominator",
     "test_loss_overrides_dunder_call": "loss-ignores-mask",
     "test_marker_sets_token_granularity": "epoch-weighted-by-sequences",
     "test_spy_on_model_fit": "padding-in-denominator",

@@ -44,13 +44,14 @@ def report(out):
 
 def test_warn_mode_keeps_every_outcome(warn_run):
     result, out = warn_run
-    result.assert_outcomes(passed=16, failed=1)  # what the suite gives without the audit
+    result.assert_outcomes(passed=17, failed=1)  # what the suite gives without the audit
     assert any(l.startswith("FAILED test_mini.py::test_fails_on_its_own") for l in result.outlines)
     assert "maskloss: auditing Keras models (warn mode); Keras " + version("keras") in result.stdout.str()
 
 
 @pytest.mark.parametrize("test", ["test_padding_as_sample_weight", "test_conv1d_loses_the_mask",
-                                  "test_loss_overrides_dunder_call", "test_marker_sets_token_granularity"])
+                                  "test_loss_overrides_dunder_call", "test_marker_sets_token_granularity",
+                                  "test_recompiled_model_is_judged_with_its_new_loss"])
 def test_each_failure_mode_shows_in_the_summary_with_its_figures(warn_run, test):
     result, out = warn_run
     want = expected(out, test)
@@ -128,13 +129,14 @@ def test_totals_line_and_json_totals(warn_run):
     assert totals["by_mode"] == modes
     assert totals["findings"] == len(WRONG) + 2 and totals["tests_with_findings"] == len(WRONG) + 1
     # 7 wrong tests x 1 call, clean model 4 paths, identity model 4 calls (fit twice), a one-shot
-    # generator's fit, a custom loss's evaluate, and TWICE's two evaluates
-    assert totals["audited_calls"] == len(WRONG) + 4 + 4 + 1 + 1 + 2
+    # generator's fit, a custom loss's evaluate, TWICE's two evaluates and the recompiled model's
+    # second (clean) evaluate
+    assert totals["audited_calls"] == len(WRONG) + 4 + 4 + 1 + 1 + 2 + 1
     assert totals["not_audited"] == 3
     line = totals_line(result)
-    assert line == (f"maskloss (warn): 19 call(s) audited in 12 test(s); {len(WRONG) + 2} finding(s) in "
+    assert line == (f"maskloss (warn): 21 call(s) audited in 13 test(s); {len(WRONG) + 2} finding(s) in "
                     f"{len(WRONG) + 1} test(s) (epoch-weighted-by-sequences: 1, loss-ignores-mask: 1, mask-lost: 1, "
-                    "padding-in-denominator: 6); 3 call(s) not audited")
+                    "padding-in-denominator: 7); 3 call(s) not audited")
     assert report(out)["mode"] == "warn" and report(out)["keras"].startswith("Keras " + version("keras"))
 
 
@@ -227,13 +229,13 @@ def test_outcomes_printed_losses_and_weights_are_those_of_a_run_without_maskloss
     audited, audited_out = warn_run
     directory = write_suite(tmp_path)
     plain = run_pytest(directory, "-rA")
-    plain.assert_outcomes(passed=16, failed=1)
+    plain.assert_outcomes(passed=17, failed=1)
     assert "maskloss audit" not in plain.stdout.str() and "maskloss: auditing" not in plain.stdout.str()
 
     def printed(result):
         return [l for l in result.outlines if l.startswith(("losses ", "evaluate ", "test_on_batch "))]
 
-    assert printed(plain) == printed(audited) and len(printed(plain)) == 7
+    assert printed(plain) == printed(audited) and len(printed(plain)) == 9
     for name in ("audited", "not_audited"):
         a = np.load(audited_out / "state" / f"{name}.npz")
         b = np.load(directory / "out" / "state" / f"{name}.npz")
@@ -251,16 +253,16 @@ def test_xdist_workers_findings_are_merged_into_one_summary(tmp_path):
     # Keras imported at collection: the wrappers are installed before the first test
     result = run_pytest(directory, "-n", "2", "--maskloss", "--maskloss-report=out/report.json",
                         env={"MINI_IMPORT": "collection"})
-    result.assert_outcomes(passed=16, failed=1)
+    result.assert_outcomes(passed=17, failed=1)
     rows = summary_rows(result)
     assert set(rows) == {NODE + t for t in (*WRONG, *TWICE)}
     for test, mode in WRONG.items():
         assert [r[3] for r in rows[NODE + test]] == [mode]
     data = json.loads((directory / "out" / "report.json").read_text())
-    assert data["totals"]["findings"] == len(WRONG) + 2 and data["totals"]["audited_calls"] == len(WRONG) + 12
+    assert data["totals"]["findings"] == len(WRONG) + 2 and data["totals"]["audited_calls"] == len(WRONG) + 13
     workers = [l for l in result.outlines if "maskloss: auditing Keras models" in l]
     assert len(workers) == 1  # one header, from the controller
-    assert totals_line(result).startswith(f"maskloss (warn): 19 call(s) audited in 12 test(s); {len(WRONG) + 2} finding(s)")
+    assert totals_line(result).startswith(f"maskloss (warn): 21 call(s) audited in 13 test(s); {len(WRONG) + 2} finding(s)")
 
 
 @pytest.mark.slow

@@ -372,6 +372,27 @@ def test_model_weights_and_optimizer_state_are_left_as_they_were():
         np.testing.assert_array_equal(before, np.array(v.numpy()))
 
 
+def test_checks_of_one_model_reuse_its_traced_step_until_it_is_compiled_again():
+    """A second check of the same model runs the step function traced by the first (no retrace
+    per check); compile() replaces the loss, and the next check traces and judges the new one."""
+    from pytest_maskloss.keras import MaskedSparseCategoricalCrossentropy
+
+    x = padded_tokens()
+    weights = (x != 0).astype("float32")
+    model = language_model(mask_zero=False)
+    for _ in range(2):
+        with pytest.raises(MaskLossMismatch, match="padding-in-denominator"):
+            assert_masked_loss(model, x, x, weights, batch_size=2, paths=("evaluate",))
+        if _ == 0:
+            traced = model.test_function
+    assert traced is not None and model.test_function is traced
+    model.compile("sgd", MaskedSparseCategoricalCrossentropy())
+    report = assert_masked_loss(model, x, x, weights, batch_size=2, paths=("evaluate",))
+    assert report.ok and model.test_function is not traced
+    losses = token_losses(model, x, x)
+    assert report.token_mean == pytest.approx(np.sum(losses * weights) / weights.sum(), rel=1e-5)
+
+
 @pytest.mark.skipif(OLD_TF_KERAS, reason="tf.keras < 2.11 reports masked losses wrong")
 def test_dropout_training_paths_are_judged_on_the_predictions_keras_used():
     """The training steps are observed, so their predictions are the ones Dropout made: no path

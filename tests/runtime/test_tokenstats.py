@@ -127,6 +127,32 @@ def test_a_probability_output_keras_does_not_unwrap_is_clipped_as_keras_clips_it
     assert report.token_mean == pytest.approx(masked_mean(expected, x != 0), rel=1e-5)
 
 
+@pytest.mark.skipif(not TF_BACKEND, reason="the graph Softmax op Keras takes the logits from is TensorFlow's")
+def test_a_softmax_output_is_summed_through_its_largest_probability():
+    """Traced, a softmax output's statistics are the label's logit and the largest probability
+    (no exp pass); eager, the logits' exp sum. Both give numpy's log-softmax of the logits."""
+    import tensorflow as tf
+
+    from pytest_maskloss.check.lossspec import resolve_loss_spec
+    from pytest_maskloss.check.tokenstats import per_token_from_statistics
+    from pytest_maskloss.compat.detect import keras_info
+    from pytest_maskloss.compat.tokenstats import statistics_evaluator
+
+    x = padded_tokens()
+    model = lm()
+    info = keras_info(model)
+    evaluate = statistics_evaluator([False], info)
+    expected = sce(x, model.predict(x, verbose=0))
+    spec = resolve_loss_spec(keras.losses.SparseCategoricalCrossentropy())
+    for run, kind in ((tf.function(lambda t: evaluate(t, model(t))), "softmax"),
+                      (lambda t: evaluate(t, model(t)), "logits")):
+        (statistics,) = run(tf.constant(x))
+        assert set(statistics) == {kind}
+        numpy_statistics = {kind: tuple(np.asarray(v) for v in statistics[kind])}
+        losses = per_token_from_statistics(spec, x, numpy_statistics, info.stack)
+        np.testing.assert_allclose(losses, expected, rtol=2e-6, atol=2e-6)
+
+
 def saturated(with_metric):
     """Logits 0..150 apart: the softmax underflows to exactly 0 for most classes in float32."""
     model = lm(metrics=["accuracy"] if with_metric else None)
