@@ -111,13 +111,13 @@ class Observation:
         """The tap an earlier observation kept on the model when it was built for the same
         losses and payload (its traced steps are reused: no retrace per check), else a new one,
         kept on the model in its turn."""
-        key = (tuple((o.name, id(o.loss), id(o.fn)) for o in self.outputs), self._wants_x(),
-               self._wants_predictions(), self.want_metrics, tuple(self.metrics.names or ()))
+        want_x, want_pred = self._wants_x(), self._wants_predictions()
+        key = (tuple((o.name, id(o.loss), id(o.fn)) for o in self.outputs), want_x, want_pred,
+               self.want_metrics, tuple(self.metrics.names or ()))
         tap = kept_tap(self.model, key)
         if tap is None:
-            tap = LossTap(self.model, self.info, recorder.on_step,
-                          per_token=self._in_step_per_token(), want_x=self._wants_x(),
-                          want_pred=self._wants_predictions(), statistics=self._in_step_statistics())
+            tap = LossTap(self.model, self.info, recorder.on_step, per_token=self._in_step_per_token(),
+                          want_x=want_x, want_pred=want_pred, statistics=self._in_step_statistics())
             tap.key = key
             keep_tap(self.model, tap)
         return tap

@@ -12,10 +12,13 @@ _SLOT = "_maskloss_tap"  # the model's attribute holding its kept tap
 
 
 def kept_tap(model, key):
-    """The tap kept on ``model`` by ``keep_tap`` if it was built for ``key``, else None."""
+    """The tap kept on ``model`` by ``keep_tap`` if it was built for ``key`` and still fits the
+    way the model runs its step (``LossTap.fits_model``), else None."""
     slot = model.__dict__.get(_SLOT)
     tap = slot.tap if isinstance(slot, _TapSlot) else None
-    return tap if tap is not None and tap.model is model and tap.key == key else None
+    if tap is None or tap.model is not model or tap.key != key:
+        return None
+    return tap if tap.fits_model() else None
 
 
 def keep_tap(model, tap):

@@ -98,6 +98,18 @@ class LossTap:
         self._layouts = {}  # XLA: phase -> (structure, which leaves are present) of those
         self._lock = threading.Lock()
 
+    def fits_model(self) -> bool:
+        """Does the model still run its step the way the tap was built for? ``compile()`` may
+        have switched XLA on or off, or made an XLA step one the tap cannot follow."""
+        if xla_compiled(self.model, self.info) != self.through_logs:
+            return False
+        if self.through_logs:
+            try:
+                _refuse_unfollowable_xla(self.model)
+            except TapUnavailable:
+                return False
+        return True
+
     # -- opening and closing -------------------------------------------------------------
 
     def open(self, on_step, on_period=None):
@@ -310,6 +322,8 @@ class LossTap:
 
 
 _ABSENT = object()
+
+
 class _LogsStripped:
     """A step function of an XLA-compiled model with the tap's entry taken out of its logs:
     Keras (callbacks, History, the progress bar) sees the logs the step would return unobserved.

@@ -70,3 +70,23 @@ def test_xla_with_several_steps_per_execution_is_not_compared_with_the_reason():
     for reason in report.skipped.values():
         assert "XLA" in reason and "2 steps per execution" in reason
         assert "steps_per_execution=1" in reason
+
+
+def test_a_model_compiled_again_with_or_without_xla_is_observed_the_new_way():
+    """The tap kept from a check is not reused once compile() changes how the step runs: XLA
+    switched on (the observation leaves through the logs), or several steps per execution
+    (not compared, with the reason), with the same loss object throughout."""
+    x = padded_tokens()
+    weights = (x != 0).astype("float32")
+    model = xla_model()
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    model.compile("sgd", loss, jit_compile=False)
+    first = check_masked_loss(model, x, x, sample_weight=weights, batch_size=2, paths=("evaluate", "fit"))
+    model.compile("sgd", loss, jit_compile=True)
+    second = check_masked_loss(model, x, x, sample_weight=weights, batch_size=2, paths=("evaluate", "fit"))
+    assert not second.skipped and {c.path for c in second.comparisons} == {"evaluate", "fit"}
+    assert second.token_mean == pytest.approx(first.token_mean, rel=1e-5)
+    assert [c.mode for c in second.findings] == [c.mode for c in first.findings]
+    model.compile("sgd", loss, jit_compile=True, steps_per_execution=2)
+    third = check_masked_loss(model, x, x, sample_weight=weights, batch_size=2, paths=("evaluate",))
+    assert not third.comparisons and "2 steps per execution" in third.skipped["evaluate"]
