@@ -1,7 +1,7 @@
 """What the runtime check costs against the model.evaluate it checks, and its memory.
 
-A small LSTM language model (embedding 32, LSTM 32, softmax over the vocabulary) on padded
-sequences. Measured in one run, after a warm-up of both:
+A small LSTM language model (embedding 32, LSTM 32, softmax over the vocabulary; ``--width``
+sets both) on padded sequences. Measured in one run, after a warm-up of both:
 
 - ``model.evaluate`` alone (the named alternative: what a user already pays);
 - ``check_masked_loss(paths=("evaluate",))``: the model's own evaluate observed in place (no
@@ -17,6 +17,15 @@ threads) is printed beside the wall time, since other processes stretch the wall
     python benchmarks/bench_check.py                      # 4,000 x 128, vocabulary 8,000
     python benchmarks/bench_check.py --sequences 20000     # the size of the issue (slow on 2 cores)
     python benchmarks/bench_check.py --sequences 2000 --repeat 3 --from-logits
+    python benchmarks/bench_check.py --sequences 2000 --repeat 2 --no-autotune
+
+Why ``--no-autotune``: on TensorFlow, the end of an ``evaluate``/``fit`` on the ``tf.data``
+pipeline Keras builds waits for the next tick of tf.data's autotuning thread, whose period
+doubles (ticks measured at 5.11, 10.23, 20.47 s after the iterator starts), so a call's wall
+time is rounded up to a tick and a run a little slower than another can take twice its wall
+time (16 batches: 4.8 s of steps ends at 5.1 s, 5.4 s of steps at 10.3 s). With the flag both
+the model's own calls and the checked ones get the same ``tf.data.Dataset`` with autotuning
+off, and the wall times follow the steps.
 """
 
 import argparse
@@ -39,12 +48,12 @@ def padded(n, length, vocab, seed=0):
     return tokens
 
 
-def model_for(vocab, from_logits=False):
+def model_for(vocab, from_logits=False, width=32):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
         keras.Input((None,), dtype="int32"),
-        keras.layers.Embedding(vocab, 32, mask_zero=True),
-        keras.layers.LSTM(32, return_sequences=True),
+        keras.layers.Embedding(vocab, width, mask_zero=True),
+        keras.layers.LSTM(width, return_sequences=True),
         keras.layers.Dense(vocab, activation=None if from_logits else "softmax"),
     ])
     # the package's own masked loss: the check judges it like the stock loss it wraps
@@ -60,35 +69,54 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--from-logits", action="store_true",
                         help="a linear output and from_logits=True (else a softmax output)")
+    parser.add_argument("--width", type=int, default=32,
+                        help="embedding and LSTM units: the body's share of the step (the check's "
+                             "cost is in the output head)")
+    parser.add_argument("--no-autotune", action="store_true",
+                        help="feed a tf.data.Dataset with autotuning off (TensorFlow; see above)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run each pair this many times, alone and checked in turn; the fastest counts")
     args = parser.parse_args()
     x = padded(args.sequences, args.length, args.vocab)
-    model = model_for(args.vocab, args.from_logits)
+    model = model_for(args.vocab, args.from_logits, args.width)
     print(f"keras {keras.__version__} ({keras.config.backend()}); {args.sequences} sequences x "
-          f"{args.length}, vocabulary {args.vocab}, batch {args.batch}; "
+          f"{args.length}, vocabulary {args.vocab}, batch {args.batch}, width {args.width}; "
           f"{int((x != 0).sum())} real tokens of {x.size}; "
-          f"{'logits' if args.from_logits else 'softmax'} output")
+          f"{'logits' if args.from_logits else 'softmax'} output"
+          f"{'; tf.data without autotuning' if args.no_autotune else ''}")
 
-    warm = x[: args.batch * 2]
-    model.evaluate(warm, warm, batch_size=args.batch, verbose=0)
-    check_masked_loss(model, warm, warm, batch_size=args.batch, paths=("evaluate",), metrics=False)
+    def feed(tokens):
+        """The data of one call: arrays (Keras builds its pipeline), or the same pairs as a
+        tf.data.Dataset with autotuning off."""
+        if not args.no_autotune:
+            return (tokens, tokens), {"batch_size": args.batch}
+        import tensorflow as tf
 
-    model.fit(warm, warm, batch_size=args.batch, epochs=1, verbose=0, shuffle=False)
-    check_masked_loss(model, warm, warm, batch_size=args.batch, paths=("fit",), metrics=False)
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        dataset = tf.data.Dataset.from_tensor_slices((tokens, tokens)).batch(args.batch)
+        return (dataset.with_options(options),), {}
+
+    warm, warm_kw = feed(x[: args.batch * 2])
+    data, data_kw = feed(x)
+    model.evaluate(*warm, **warm_kw, verbose=0)
+    check_masked_loss(model, *warm, **warm_kw, paths=("evaluate",), metrics=False)
+
+    model.fit(*warm, **warm_kw, epochs=1, verbose=0, shuffle=False)
+    check_masked_loss(model, *warm, **warm_kw, paths=("fit",), metrics=False)
     print("load average before the runs: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
     for path in ("evaluate", "fit"):
         owns, checks, own_cpu, check_cpu = [], [], [], []
         for _ in range(max(1, args.repeat)):
             start, cpu = time.perf_counter(), time.process_time()
             if path == "evaluate":
-                model.evaluate(x, x, batch_size=args.batch, verbose=0)
+                model.evaluate(*data, **data_kw, verbose=0)
             else:
-                model.fit(x, x, batch_size=args.batch, epochs=1, verbose=0, shuffle=False)
+                model.fit(*data, **data_kw, epochs=1, verbose=0, shuffle=False)
             owns.append(time.perf_counter() - start)
             own_cpu.append(time.process_time() - cpu)
             start, cpu = time.perf_counter(), time.process_time()
-            report = check_masked_loss(model, x, x, batch_size=args.batch, paths=(path,), metrics=False)
+            report = check_masked_loss(model, *data, **data_kw, paths=(path,), metrics=False)
             checks.append(time.perf_counter() - start)
             check_cpu.append(time.process_time() - cpu)
         own, check = min(owns), min(checks)

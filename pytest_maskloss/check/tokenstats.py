@@ -3,10 +3,11 @@ computed (``compat.tokenstats``): the formula and everything after it stay on th
 float64, as in :func:`pytest_maskloss.check.reference.per_token_loss`.
 
 * ``"logits"``: ``(picked - max, Σ exp(logits - max))`` → ``loss = log Σ - picked``: the
-  log-softmax of the logits, unclipped (what Keras computes from logits, also those it takes from
-  under a softmax output on TensorFlow);
-* ``"softmax"``: ``(picked - max, max softmax)`` → ``loss = -log max softmax - picked``: the
-  same log-softmax, as the largest probability of a softmax output is ``1 / Σ exp(logits - max)``;
+  log-softmax of the logits, unclipped (what Keras computes from logits);
+* ``"softmax"`` (TensorFlow stacks, the loss taken from logits, also those under a softmax
+  output): ``(shift, p)`` → ``loss = -log p - shift``: the same log-softmax, from the label's
+  probability (shift 0) or, where that underflowed, from ``(label's logit - max, max p)``, as the
+  largest probability is ``1 / Σ exp(logits - max)``;
 * ``"clipped"`` (TensorFlow stacks): ``(p_label, Σ clip(p))`` → ``log Σ clip(p) - log clip(p_label)``:
   Keras clips, takes the log and renormalises by the clipped sum;
 * ``"probabilities"`` (Keras 3 on JAX and PyTorch): ``(p_label, Σ p)`` →

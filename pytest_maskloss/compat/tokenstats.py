@@ -4,14 +4,17 @@ arrays per output instead of its (batch, time, vocabulary) predictions.
 
 For each token, one of four kinds, chosen the way Keras chooses what its loss is computed from:
 
-* ``"logits"``: the loss is taken from logits — ``from_logits=True``, or, on the TensorFlow
-  stacks, the logits Keras finds under a softmax output (``_keras_logits`` on the tensor, or the
-  graph's ``Softmax`` op: the same lookup as Keras' own ``_get_logits``). The statistics are the
-  label's logit minus the row's maximum, and the sum of the exponentials of the row minus its
-  maximum (in ``[1, vocabulary]``; the host takes its log in float64). Where the output is the
-  float32 graph ``Softmax`` of those logits, kind ``"softmax"``: the sum is sent as the output's
-  largest probability instead, ``1 / Σ exp(logits - max)``, which costs no exp pass over the
-  vocabulary;
+* ``"softmax"`` (TensorFlow stacks, wherever the loss is taken from logits: ``from_logits=True``,
+  or the logits Keras finds under a softmax output, ``_keras_logits`` on the tensor or the
+  graph's ``Softmax`` op, the same lookup as Keras' own ``_get_logits``): ``(0, p_label)``, the
+  label's probability of the softmax of those logits (a float32 graph softmax output of exactly
+  them is that softmax already). One softmax and a gather are the cheapest exact statistics
+  there. A batch where a label's probability has underflowed (below the smallest normal
+  float32) sends the exact form instead, ``(logit - max, max p)``, as the largest probability
+  is ``1 / Σ exp(logits - max)``; the host's formula is the same for both;
+* ``"logits"`` (Keras 3 on JAX and PyTorch, ``from_logits=True``): the label's logit minus the
+  row's maximum, and the sum of the exponentials of the row minus its maximum (in
+  ``[1, vocabulary]``; the host takes its log in float64);
 * ``"clipped"`` (TensorFlow stacks, probabilities): the label's probability and the row sum of
   the probabilities clipped to ``[1e-7, 1 - 1e-7]`` (Keras clips, then renormalises by that sum);
 * ``"probabilities"`` (Keras 3 on JAX and PyTorch): the label's probability and the row sum.
@@ -30,6 +33,7 @@ from pytest_maskloss.compat import flavours as F
 from pytest_maskloss.compat.ops import tensor_ops
 
 EPSILON = 1e-7  # Keras' backend.epsilon() default, the clip of a probability output
+_NORMAL = 2.0 ** -126  # the smallest normal float32: below it a probability loses precision
 
 
 def applies(spec) -> bool:
@@ -62,18 +66,38 @@ def statistics_evaluator(from_logits, info):
 
 def _statistics(ops, labels, y_pred, from_logits, tensorflow, renormalises):
     logits = y_pred if from_logits else (_logits_under_softmax(y_pred) if tensorflow else None)
+    if logits is not None and tensorflow:
+        values = ops.cast(logits, "float32")
+        # a float32 graph softmax output of these very logits is the softmax already (Keras
+        # computes its loss from the logits, so that op would be pruned: the cost is the same)
+        probabilities = y_pred if not from_logits and _is_softmax_of(y_pred, logits) else None
+        return {"softmax": _softmax_statistics(ops, labels, values, probabilities)}
     values = ops.cast(logits if logits is not None else y_pred, "float32")
     picked = _picked(ops, labels, values)
     if logits is not None:
         peak = ops.max(values, axis=-1)
-        if not from_logits and _is_softmax_of(y_pred, logits):
-            # the output's largest entry is exp(0) / Σ exp(logits - max): the sum without an exp
-            # pass over the vocabulary (the exp is most of the statistics' cost)
-            return {"softmax": (picked - peak, ops.max(y_pred, axis=-1))}
         return {"logits": (picked - peak, ops.sum(ops.exp(values - peak[..., None]), axis=-1))}
     if renormalises:
         return {"clipped": (picked, ops.sum(ops.clip(values, EPSILON, 1.0 - EPSILON), axis=-1))}
     return {"probabilities": (picked, ops.sum(values, axis=-1))}
+
+
+def _softmax_statistics(ops, labels, logits, probabilities=None):
+    """``(shift, probability)`` with ``-log probability - shift`` the label's log-softmax of the
+    float32 ``logits``. Where every label's probability is a normal float32, ``(0, p_label)``:
+    one softmax and a gather, the cheapest exact way on TensorFlow (about half the cost of a
+    max pass plus an exp-sum pass over the vocabulary). Where one has underflowed, a ``tf.cond``
+    takes the exact form for the batch: ``(logit - max, max p)``, since the largest probability
+    is ``1 / Σ exp(logits - max)``."""
+    import tensorflow as tf
+
+    if probabilities is None:
+        probabilities = tf.nn.softmax(logits, axis=-1)
+    picked = _picked(ops, labels, probabilities)
+    normal = tf.reduce_all(tf.logical_or(picked >= _NORMAL, tf.math.is_nan(picked)))
+    return tf.cond(normal, lambda: (tf.zeros_like(picked), picked),
+                   lambda: (_picked(ops, labels, logits) - tf.reduce_max(logits, axis=-1),
+                            tf.reduce_max(probabilities, axis=-1)))
 
 
 def _logits_under_softmax(y_pred):

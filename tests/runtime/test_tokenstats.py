@@ -127,30 +127,62 @@ def test_a_probability_output_keras_does_not_unwrap_is_clipped_as_keras_clips_it
     assert report.token_mean == pytest.approx(masked_mean(expected, x != 0), rel=1e-5)
 
 
-@pytest.mark.skipif(not TF_BACKEND, reason="the graph Softmax op Keras takes the logits from is TensorFlow's")
-def test_a_softmax_output_is_summed_through_its_largest_probability():
-    """Traced, a softmax output's statistics are the label's logit and the largest probability
-    (no exp pass); eager, the logits' exp sum. Both give numpy's log-softmax of the logits."""
-    import tensorflow as tf
-
+def tensorflow_statistics(from_logits, model):
+    """The statistics evaluator of ``model``'s stack, with the loss spec and flavour it needs."""
     from pytest_maskloss.check.lossspec import resolve_loss_spec
-    from pytest_maskloss.check.tokenstats import per_token_from_statistics
     from pytest_maskloss.compat.detect import keras_info
     from pytest_maskloss.compat.tokenstats import statistics_evaluator
 
-    x = padded_tokens()
-    model = lm()
     info = keras_info(model)
-    evaluate = statistics_evaluator([False], info)
-    expected = sce(x, model.predict(x, verbose=0))
-    spec = resolve_loss_spec(keras.losses.SparseCategoricalCrossentropy())
-    for run, kind in ((tf.function(lambda t: evaluate(t, model(t))), "softmax"),
-                      (lambda t: evaluate(t, model(t)), "logits")):
-        (statistics,) = run(tf.constant(x))
-        assert set(statistics) == {kind}
-        numpy_statistics = {kind: tuple(np.asarray(v) for v in statistics[kind])}
-        losses = per_token_from_statistics(spec, x, numpy_statistics, info.stack)
+    spec = resolve_loss_spec(keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits))
+    return statistics_evaluator([from_logits], info), spec, info
+
+
+def per_token(spec, labels, statistics, info):
+    from pytest_maskloss.check.tokenstats import per_token_from_statistics
+
+    (kind,) = statistics
+    numpy_statistics = {kind: tuple(np.asarray(v) for v in statistics[kind])}
+    return kind, per_token_from_statistics(spec, labels, numpy_statistics, info.stack)
+
+
+@pytest.mark.skipif(not TF_BACKEND, reason="the graph Softmax op Keras takes the logits from is TensorFlow's")
+@pytest.mark.parametrize("traced", [True, False], ids=["traced", "eager"])
+def test_tensorflow_statistics_are_the_labels_softmax_probability(traced):
+    """A softmax output (its own probabilities, traced; the softmax of the logits under it,
+    eager) and a logits output both send the label's probability with a shift of 0: numpy's
+    log-softmax of the logits from ``-log p``."""
+    import tensorflow as tf
+
+    x = padded_tokens()
+    for from_logits in (False, True):
+        model = lm(logits=from_logits)
+        evaluate, spec, info = tensorflow_statistics(from_logits, model)
+        predictions = model.predict(x, verbose=0)
+        expected = log_softmax_loss(x, predictions) if from_logits else sce(x, predictions)
+        run = (lambda t: evaluate(t, model(t)))
+        (statistics,) = (tf.function(run) if traced else run)(tf.constant(x))
+        assert not np.any(np.asarray(statistics["softmax"][0]))
+        kind, losses = per_token(spec, x, statistics, info)
+        assert kind == "softmax"
         np.testing.assert_allclose(losses, expected, rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.skipif(not TF_BACKEND, reason="the softmax statistics are TensorFlow's")
+def test_an_underflowed_probability_sends_the_exact_form_for_its_batch():
+    """Logits 0..150 apart: most labels' probabilities are below float32's normal range, so the
+    batch sends ``(logit - max, max p)``, and the losses (up to 150) are still numpy's."""
+    import tensorflow as tf
+
+    x = padded_tokens()
+    model, row = saturated(with_metric=False)
+    evaluate, spec, info = tensorflow_statistics(False, model)
+    (statistics,) = tf.function(lambda t: evaluate(t, model(t)))(tf.constant(x))
+    assert np.any(np.asarray(statistics["softmax"][0]) < -100)
+    kind, losses = per_token(spec, x, statistics, info)
+    expected = log_softmax_loss(x, np.broadcast_to(row, x.shape + row.shape))
+    assert kind == "softmax" and expected.max() > 100
+    np.testing.assert_allclose(losses, expected, rtol=1e-5, atol=1e-4)
 
 
 def saturated(with_metric):
