@@ -42,7 +42,7 @@ def _scan_parser(sub) -> None:
     p.add_argument("--unsafe-fixes", action="store_true", help="also apply fixes that change what the loss computes")
     p.add_argument("--diff", action="store_true", help="show the fixes as a diff, write nothing")
     p.add_argument("-j", "--jobs", type=_jobs, default=0, metavar="N|auto",
-                   help="parallel processes (default auto = 0: one per idle CPU)")
+                   help="parallel processes (default auto = 0: one per CPU)")
     p.add_argument("--no-link", action="store_true", help="do not read other modules of the project")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the persistent cache")
     p.add_argument("--cache-dir", help="where the cache lives (default: .maskloss_cache at the project root)")

@@ -100,6 +100,7 @@ class Cache:
         self.folder = folder or os.path.join(root, DIR_NAME)
         self.fingerprint = fingerprint
         self._checked: dict[str, bool] = {}  # dependency path -> unchanged (per run)
+        self._records: dict[str, list] = {}  # dependency path -> [path, size, mtime, hash] (per run)
         self._ready = False
         self.usable = True
 
@@ -147,10 +148,16 @@ class Cache:
         return digest(f"{self.fingerprint}\0{os.path.abspath(path)}\0".encode() + data)
 
     def deps_record(self, paths) -> list:
+        """Each dependency's size, mtime and content hash, taken once per run (a Cache serves
+        one scan; the entries of files that import the same modules share the records)."""
         out = []
         for p in sorted(paths):
-            st = stat_of(p)
-            out.append([p, None, None, None] if st is None else [p, st[0], st[1], file_digest(p)])
+            record = self._records.get(p)
+            if record is None:
+                st = stat_of(p)
+                record = [p, None, None, None] if st is None else [p, st[0], st[1], file_digest(p)]
+                self._records[p] = record
+            out.append(record)
         return out
 
     def deps_unchanged(self, record) -> bool:

@@ -431,17 +431,15 @@ def _provides(data: bytes) -> bool:
 def _exports(an: A.ModuleAnalysis) -> bool:
     """Does this module define something another module could compile, fit or use as a loss,
     or a helper that compiles or fits the model it is given?"""
+    values = list(an.globals.vars.values())
+    # the same answer in any order: the cheap tests first, the walk of function bodies last
+    if any(isinstance(value, (V.ModelV, V.ClassRef, V.LayerV)) for value in values):
+        return True
+    functions = [value for value in values if isinstance(value, V.FuncRef)]
+    if any(isinstance(f.returns(), (V.ModelV, V.ReductionV, V.FuncRef, V.LayerV)) for f in functions):
+        return True
     helper = any(".compile(" in u.text or ".fit(" in u.text for u in an.units)
-    for value in an.globals.vars.values():
-        if helper and isinstance(value, V.FuncRef) and _compiles_a_parameter(value.node):
-            return True
-        if isinstance(value, (V.ModelV, V.ClassRef)):
-            return True
-        if isinstance(value, V.FuncRef) and isinstance(value.returns(), (V.ModelV, V.ReductionV, V.FuncRef, V.LayerV)):
-            return True
-        if isinstance(value, V.LayerV):
-            return True
-    return False
+    return helper and any(_compiles_a_parameter(f.node) for f in functions)
 
 
 def _compiles_a_parameter(fn) -> bool:

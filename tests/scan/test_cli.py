@@ -283,10 +283,11 @@ def test_the_program_freezes_what_the_scan_built_before_it_exits(project):
     assert out.stdout.strip().splitlines()[-1] == "frozen True True 1", out.stderr
 
 
-def test_jobs_auto_counts_the_idle_cpus(monkeypatch):
+def test_jobs_auto_uses_every_cpu_whatever_the_load(monkeypatch):
     from pytest_maskloss.scan import cli as scan_cli
 
     monkeypatch.setattr(scan_cli, "_cpus", lambda: 4)
-    for load, expected in ((0.0, 4), (0.4, 4), (1.6, 2), (3.9, 1), (12.0, 1)):
-        monkeypatch.setattr(scan_cli.os, "getloadavg", lambda load=load: (load, load, load))
-        assert scan_cli._idle_cpus() == expected, load
+    monkeypatch.setattr(scan_cli.os, "getloadavg", lambda: (12.0, 12.0, 12.0))
+    assert scan_cli.workers(0) == 4
+    assert scan_cli.workers(3) == 3
+    assert scan_cli.workers(1) == 1
