@@ -66,13 +66,12 @@ def statistics_evaluator(from_logits, info):
 
 def _statistics(ops, labels, y_pred, from_logits, tensorflow, renormalises):
     logits = y_pred if from_logits else (_logits_under_softmax(y_pred) if tensorflow else None)
+    values = ops.cast(logits if logits is not None else y_pred, "float32")
     if logits is not None and tensorflow:
-        values = ops.cast(logits, "float32")
         # a float32 graph softmax output of these very logits is the softmax already (Keras
         # computes its loss from the logits, so that op would be pruned: the cost is the same)
         probabilities = y_pred if not from_logits and _is_softmax_of(y_pred, logits) else None
         return {"softmax": _softmax_statistics(ops, labels, values, probabilities)}
-    values = ops.cast(logits if logits is not None else y_pred, "float32")
     picked = _picked(ops, labels, values)
     if logits is not None:
         peak = ops.max(values, axis=-1)

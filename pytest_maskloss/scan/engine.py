@@ -432,7 +432,8 @@ def _exports(an: A.ModuleAnalysis) -> bool:
     """Does this module define something another module could compile, fit or use as a loss,
     or a helper that compiles or fits the model it is given?"""
     values = list(an.globals.vars.values())
-    # the same answer in any order: the cheap tests first, the walk of function bodies last
+    # the same answer in any order (a function's returns() ran when its module ran, so here it
+    # is a cached value with no side effects): the cheap tests first, the body walk last
     if any(isinstance(value, (V.ModelV, V.ClassRef, V.LayerV)) for value in values):
         return True
     functions = [value for value in values if isinstance(value, V.FuncRef)]
