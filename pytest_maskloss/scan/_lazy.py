@@ -11,7 +11,9 @@ class LazyModule:
         self._name = name
         self._module = None
 
-    def __getattr__(self, attr):
+    def __getattr__(self, attr):  # only for names not read before: see the last line
         if self._module is None:
             self._module = importlib.import_module(self._name)
-        return getattr(self._module, attr)
+        value = getattr(self._module, attr)
+        self.__dict__[attr] = value  # the next read is a plain attribute (libcst's never change)
+        return value

@@ -415,11 +415,11 @@ def _codes(text: str) -> set[str]:
 
 
 # A module that provides a model, a layer or a loss to its importers names one of these: Keras
-# itself as a word (``import keras``, ``tf.keras``; not a package that only starts with
-# ``keras_``, such as keras-core's own ``keras_core`` imports of its backend plumbing), a Keras
-# package, or a kind of object the rules follow.
+# itself as a word (``import keras``, ``tf.keras``; not any package that only starts with
+# ``keras_``, such as ``keras_preprocessing``), a Keras package, or a kind of object the rules
+# follow.
 _PROVIDER = re.compile(
-    rb"\b(?:keras|tensorflow|tf_keras|keras_hub|keras_nlp)\b|Sequential|Model|Loss|Layer|Embedding|Masking|mask"
+    rb"\b(?:keras|keras_core|tensorflow|tf_keras|keras_hub|keras_nlp)\b|Sequential|Model|Loss|Layer|Embedding|Masking|mask"
 )
 
 

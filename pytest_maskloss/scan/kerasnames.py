@@ -1,8 +1,8 @@
 """What the scanner knows about Keras names, without importing Keras.
 
 ``canonical`` maps every spelling of a Keras name (``tensorflow.keras.layers.Embedding``,
-``tf_keras.layers.Embedding``, ``keras.src.layers.core.embedding.Embedding``, ``tf.losses.X``
-...) to one ``keras.``-rooted name; the tables below are keyed by the last component.
+``tf_keras.layers.Embedding``, ``keras_core.layers.Embedding``,
+``keras.src.layers.core.embedding.Embedding``, ``tf.losses.X`` ...) to one ``keras.``-rooted name; the tables below are keyed by the last component.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ _PREFIXES = (
     ("keras.api._v2.keras.", "keras."),
     ("keras.api.", "keras."),
     ("keras._tf_keras.keras.", "keras."),
+    ("keras_core.", "keras."),  # Keras 3's preview package (keras-core 0.1)
 )
 
 
@@ -42,7 +43,7 @@ def canonical(qname: str) -> str:
             result = new + qname[len(old):]
             break
     else:
-        if qname in ("tensorflow.keras", _TF_KERAS, "tensorflow.python.keras"):
+        if qname in ("tensorflow.keras", _TF_KERAS, "tensorflow.python.keras", "keras_core"):
             result = "keras"
     if len(_CANONICAL) < 100_000:
         _CANONICAL[qname] = result

@@ -23,8 +23,9 @@ SKIP_DIRS = {
 MAX_PROJECT_FILES = 20000
 # a module can provide a model, a layer or a loss only if it mentions one of these
 _PROVIDER = re.compile(r"keras|Embedding|Masking|Sequential|Model|Loss|mask|import")
-# top-level packages never resolved to project files
-_NOT_PROJECT = frozenset(KERAS_PACKAGES) | {"numpy", "math", "torch", "jax", "os", "sys"}
+# top-level packages never resolved to project files: Keras's (keras_core, Keras 3's preview
+# package, included) are known as Keras even in a checkout of Keras itself
+_NOT_PROJECT = frozenset(KERAS_PACKAGES) | {"keras_core", "numpy", "math", "torch", "jax", "os", "sys"}
 # packages whose names the analysis knows as installed packages (pytest_maskloss.keras losses):
 # resolved to project files only for a class's bases, in a project that holds the package
 _INSTALLED = frozenset({"pytest_maskloss"})
@@ -326,6 +327,9 @@ class ProjectIndex:
             if summary is None:
                 summary = self.imports[f] = self._summary(f)
             words, user = summary
-            if user and leaf in words:
+            # the words are a cheap first test; the import statements are then resolved, so that
+            # ``from pkg import layers`` (the package pkg/layers/) is not taken for an import of
+            # pkg/legacy/layers.py
+            if user and leaf in words and me in self.imported_files(f):
                 out.append(f)
         return out

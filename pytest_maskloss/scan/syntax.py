@@ -1,5 +1,5 @@
 """Reading libcst nodes: dotted names, call arguments by position or keyword, integer and
-keyword literals, a fast walk over a subtree, and two small questions about function bodies.
+keyword literals, fast walks over a subtree, and two small questions about function bodies.
 libcst is imported lazily."""
 
 from __future__ import annotations
@@ -118,19 +118,37 @@ def walk(node):
     """``node`` and every node below it, in no particular order: the nodes ``children`` would
     give, read from the dataclass fields directly (``children`` runs libcst's visitor machinery,
     ten times slower)."""
-    node_type = cst.CSTNode
     stack = [node]
-    pop, push, extend = stack.pop, stack.append, stack.extend
-    fields = _FIELDS
+    pop, extend = stack.pop, stack.extend
     while stack:
         n = pop()
         yield n
-        names = fields.get(type(n))
-        if names is None:
-            names = fields[type(n)] = tuple(n.__dataclass_fields__)
-        for name in names:
-            value = getattr(n, name)
-            if isinstance(value, node_type):
-                push(value)
-            elif type(value) in (tuple, list):
-                extend(v for v in value if isinstance(v, node_type))
+        extend(_child_nodes(n))
+
+
+def walk_in_order(node):
+    """``walk`` with parents before their children and children in the order of their fields,
+    which is the order of the source (a function's or class's decorators excepted: they are
+    fields after the body). For a rule that keeps the first or the last of several matches."""
+    stack = [node]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        n = pop()
+        yield n
+        extend(reversed(_child_nodes(n)))
+
+
+def _child_nodes(n) -> list:
+    """The nodes held by ``n``'s fields, in field order."""
+    names = _FIELDS.get(type(n))
+    if names is None:
+        names = _FIELDS[type(n)] = tuple(n.__dataclass_fields__)
+    node_type = cst.CSTNode
+    below = []
+    for name in names:
+        value = getattr(n, name)
+        if isinstance(value, node_type):
+            below.append(value)
+        elif type(value) in (tuple, list):
+            below.extend(v for v in value if isinstance(v, node_type))
+    return below

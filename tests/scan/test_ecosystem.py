@@ -269,8 +269,9 @@ def test_example_suite_gets_its_findings(scan_json, monkeypatch):
     ("class Block(Layer):\n    pass\n", True),
     ("def build():\n    return Sequential([])\n", True),
     ("def head(x):\n    return x  # keeps the mask\n", True),
-    # a package whose name only starts with keras_ (keras-core's own backend plumbing)
-    ("from keras_core.backend.common import global_state\n\ndef set_seed(s):\n    global_state.set(s)\n", False),
+    ("from keras_core import ops\n\ndef head(x):\n    return ops.softmax(x)\n", True),
+    # a package whose name only starts with keras_
+    ("from keras_preprocessing.text import Tokenizer\n\ndef tokenizer():\n    return Tokenizer()\n", False),
     ("import numpy as np\n\ndef pad(rows):\n    return np.asarray(rows)\n", False),
 ])
 def test_what_an_imported_module_can_provide(text, provides):
@@ -279,3 +280,46 @@ def test_what_an_imported_module_can_provide(text, provides):
     from pytest_maskloss.scan.engine import _provides
 
     assert _provides(text.encode()) is provides
+
+
+KERAS_CORE = """
+    import keras_core as keras
+
+    model = keras.Sequential([keras.layers.Embedding(100, 8, mask_zero=True), keras.layers.Dense(100)])
+    model.compile("adam", "sparse_categorical_crossentropy")
+"""
+
+
+def test_keras_core_is_keras_3():
+    """keras-core (``import keras_core``, Keras 3's preview package) is read as Keras."""
+    assert codes(KERAS_CORE, "3.0") == [("MSK001", line_of(KERAS_CORE, "model.compile"), "note")]
+
+
+def test_keras_core_is_keras_even_in_a_checkout_of_keras_core(tmp_path, monkeypatch, scan_json):
+    """As ``keras`` in a checkout of Keras, ``keras_core`` in a checkout of keras-core is the
+    Keras the rules know, not project code to analyse (its own layers are read where they are
+    scanned): here its stub ``layers`` package would hide the Embedding."""
+    (tmp_path / "pyproject.toml").write_text("[tool.maskloss]\nkeras-version = '3.0'\n")
+    write(tmp_path / "keras_core" / "__init__.py", "from keras_core import layers\n")
+    write(tmp_path / "keras_core" / "layers" / "__init__.py", "Embedding = None\n")
+    write(tmp_path / "examples" / "lm.py", KERAS_CORE)
+    monkeypatch.chdir(tmp_path)
+    code, data = scan_json("examples/lm.py")
+    assert [(d["code"], d["line"]) for d in data] == [("MSK001", line_of(KERAS_CORE, "model.compile"))]
+
+
+def test_negative_padding_label_is_the_first_in_the_source_and_the_backend_the_last():
+    source = """
+        import os
+        os.environ["KERAS_BACKEND"] = "tensorflow"
+        os.environ["KERAS_BACKEND"] = "jax"
+        import keras
+        import numpy as np
+        labels = np.full((4, 8), fill_value=-100)
+        labels = np.where(labels == 0, labels, -1)
+        model = keras.Sequential([keras.layers.Embedding(100, 8), keras.layers.Dense(100)])
+        model.compile("adam", "sparse_categorical_crossentropy")
+    """
+    found = check_source(textwrap.dedent(source), "3.15")
+    assert [(f.code, f.line) for f in found] == [("MSK007", line_of(source, "model.compile"))]
+    assert "ignore_class=-100" in found[0].message and "KERAS_BACKEND=jax" in found[0].message

@@ -10,7 +10,7 @@ import libcst as cst
 import pytest
 
 from pytest_maskloss.scan.parsing import parse_unvalidated, safe_parse
-from pytest_maskloss.scan.syntax import walk
+from pytest_maskloss.scan.syntax import walk, walk_in_order
 
 ROOT = Path(__file__).resolve().parents[2]
 # the project's own sources (not the venvs, caches or checkouts a working copy may hold)
@@ -84,3 +84,13 @@ def test_walk_reaches_the_nodes_children_reach():
         got = [id(n) for n in walk(module)]
         assert len(got) == len(set(got)), path
         assert set(got) == expected, path
+
+
+
+def test_walk_in_order_reaches_what_walk_reaches_in_the_order_of_the_source():
+    for path in FILES[:40]:
+        module = parse_unvalidated(path.read_text(encoding="utf-8"))
+        assert {id(n) for n in walk_in_order(module)} == {id(n) for n in walk(module)}, path
+    module = parse_unvalidated("a = f(1, g(2))\nb = h(3)\n")
+    calls = [n.func.value for n in walk_in_order(module) if isinstance(n, cst.Call)]
+    assert calls == ["f", "g", "h"]

@@ -147,3 +147,22 @@ def test_two_workers_parse_the_shared_module_once_in_the_parent(tmp_path):
     assert [code for _, code, _ in two["findings"]] == ["MSK001"] * 20
     assert one["parses"] == 1
     assert two["parses"] == 1 and two["in_parent"] == 1  # not once per worker
+
+
+def test_importers_are_the_files_whose_imports_resolve_to_the_module(tmp_path):
+    """The reverse links of ``pkg/legacy/layers.py``: files that import it, however spelt, and
+    not files whose imports only share its last name (``from pkg import layers`` is
+    ``pkg/layers/``), which were analysed, and parsed, for nothing (keras-core: 105 files for
+    its ``legacy/layers.py``)."""
+    for name in ("pkg/__init__.py", "pkg/layers/__init__.py", "pkg/legacy/__init__.py"):
+        _write(tmp_path / name, "")
+    _write(tmp_path / "pkg" / "legacy" / "layers.py", "def build():\n    return None\n")
+    uses = "model.compile(loss='mse')\n"
+    _write(tmp_path / "package_layers.py", "from pkg import layers\n" + uses)
+    _write(tmp_path / "from_legacy.py", "from pkg.legacy import layers\n" + uses)
+    _write(tmp_path / "dotted.py", "import pkg.legacy.layers as legacy_layers\nmodel.fit(x)\n")
+    _write(tmp_path / "pkg" / "legacy" / "relative.py", "from .layers import build\n" + uses)
+    _write(tmp_path / "no_use.py", "from pkg.legacy import layers\n")  # never compiles or fits
+    index = ProjectIndex(str(tmp_path), None, None)
+    got = {os.path.relpath(p, tmp_path) for p in index.importers(str(tmp_path / "pkg" / "legacy" / "layers.py"))}
+    assert got == {"from_legacy.py", "dotted.py", "pkg/legacy/relative.py"}

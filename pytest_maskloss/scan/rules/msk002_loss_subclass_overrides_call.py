@@ -26,8 +26,11 @@ class LossSubclassOverridesCall(Rule):
     applies the Keras mask *and* uses `sample_weight` (the mask read is `y_pred._keras_mask`,
     `getattr(y_pred, "_keras_mask", None)` or a call to `get_keras_mask`, `keras_mask`,
     `get_mask` or `_get_mask`, in `__call__` or in a method of the class or of a project base
-    class that `__call__` reaches through `self.<method>(...)`, up to three calls deep), and a
-    `__call__` that hands `sample_weight` on to `super().__call__(...)`. A
+    class that `__call__` reaches through `self.<method>(...)`, up to three calls deep), a
+    `__call__` that hands `sample_weight` on to `super().__call__(...)`, and one that hands it
+    on to the losses the class holds (`loss(y_t, y_p, sample_weight)` or
+    `loss(..., sample_weight=...)`, the callee a plain name, there or in a method it reaches,
+    as Keras's own `CompileLoss` does: each of those losses applies the mask itself). A
     `super().__call__(y_true, y_pred)` without the weights is reported: they are dropped.
 
     ## Why is this bad?
@@ -107,6 +110,20 @@ class Masked(Base):
 """,
         """
 import keras
+class Summed(keras.losses.Loss):
+    def __init__(self, losses):
+        super().__init__()
+        self.losses = losses
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        return self.call(y_true, y_pred, sample_weight)
+    def call(self, y_true, y_pred, sample_weight=None):
+        total = 0.0
+        for loss in self.losses:
+            total = total + loss(y_true, y_pred, sample_weight)
+        return total
+""",
+        """
+import keras
 class Scaled(keras.losses.SparseCategoricalCrossentropy):
     def __call__(self, y_true, y_pred, sample_weight=None):
         return 2.0 * super().__call__(y_true, y_pred, sample_weight=sample_weight)
@@ -155,6 +172,22 @@ class Squared(keras.losses.Loss):
         return keras.ops.square(y_true - y_pred)
 """,
         ),
+        Invalid(
+            code="""
+import keras
+def weighted_mean(values, sample_weight):
+    return keras.ops.sum(values * sample_weight) / keras.ops.sum(sample_weight)
+class Mean(keras.losses.Loss):
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        return weighted_mean(keras.ops.square(y_true - y_pred), sample_weight)
+""",
+            fixed="""
+import keras
+class Mean(keras.losses.Loss):
+    def call(self, y_true, y_pred):
+        return keras.ops.square(y_true - y_pred)
+""",
+        ),
     ]
 
     def check(self, an):
@@ -175,7 +208,7 @@ class Squared(keras.losses.Loss):
                     "error",
                 )
                 continue
-            if _uses_name(fn, SAMPLE_WEIGHT) and _reaches_mask(c, fn):
+            if _uses_name(fn, SAMPLE_WEIGHT) and (_reaches(c, fn, _reads_mask) or _reaches(c, fn, _hands_weights_on)):
                 continue
             fix = None
             if _renamable(fn) and "call" not in c.methods:
@@ -194,11 +227,7 @@ class Squared(keras.losses.Loss):
 
 
 def _walk(node):
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        yield n
-        stack.extend(n.children)
+    return syntax.walk(node)  # every node below, in no order: these tests ask "any?"
 
 
 def _renamable(fn) -> bool:
@@ -270,15 +299,32 @@ def _self_methods(fn) -> set[str]:
     }
 
 
-def _reaches_mask(cls, fn) -> bool:
-    """Does ``fn`` read the Keras mask, itself or through the class's own methods (base classes
-    of the project included) that it calls on ``self``?"""
+def _hands_weights_on(fn) -> bool:
+    """Does ``fn`` call another loss with the sample weights, ``loss(y_t, y_p, sample_weight)``
+    or ``loss(..., sample_weight=...)``, the callee a plain name (a loss the class holds, as
+    Keras's own ``CompileLoss`` calls each loss it was compiled with)? That loss's own
+    ``__call__`` applies the mask. ``self.<method>(...)`` is followed instead (``_reaches``),
+    and a two-argument helper (``weighted_mean(values, sample_weight)``) is not a loss."""
+    for n in _walk(fn.body):
+        if isinstance(n, cst.Call) and isinstance(n.func, cst.Name) and n.func.value != "super":
+            positional = [a for a in n.args if a.keyword is None and not a.star]
+            if any(a.keyword is not None and a.keyword.value == SAMPLE_WEIGHT for a in n.args):
+                return True
+            if len(positional) >= 3 and isinstance(positional[2].value, cst.Name) \
+                    and positional[2].value.value == SAMPLE_WEIGHT:
+                return True
+    return False
+
+
+def _reaches(cls, fn, test) -> bool:
+    """Does ``test`` hold for ``fn``, or for one of the class's own methods (base classes of the
+    project included) that it calls on ``self``, up to ``METHOD_DEPTH`` calls deep?"""
     seen = {id(fn)}
     frontier = [fn]
     for _ in range(METHOD_DEPTH + 1):
         following = []
         for f in frontier:
-            if _reads_mask(f):
+            if test(f):
                 return True
             for name in _self_methods(f):
                 ref = cls.find_method(name)

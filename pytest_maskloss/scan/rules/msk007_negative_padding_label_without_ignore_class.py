@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pytest_maskloss.compat import flavours
 from pytest_maskloss.scan import kerasnames as K
+from pytest_maskloss.scan import syntax
 from pytest_maskloss.scan._lazy import LazyModule
 from pytest_maskloss.scan.rules.base import Invalid, Raw, Rule
 from pytest_maskloss.scan.values import Loc, LossV, Qual, Str
@@ -121,7 +122,9 @@ model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, 
     ]
 
     def check(self, an):
-        if not an.compiles:
+        # the file must select its backend (a file that selects none is never reported): the
+        # text test first spares the visit of every module that compiles a model
+        if not an.compiles or not any("KERAS_BACKEND" in unit.text for unit in an.units):
             return
         backend, negative = _scan_module(an)
         if negative is None or not an.target.negative_labels_scored_zero(backend):
@@ -175,34 +178,32 @@ def _negative(node) -> int | None:
 
 
 def _scan_module(an):
-    """(backend the file selects or None, a negative padding label it uses or None)."""
-    found = {"backend": None, "negative": None}
-
-    class Finder(cst.CSTVisitor):
-        def visit_Assign(self, node):
-            target = node.targets[0].target if node.targets else None
-            if isinstance(target, cst.Subscript):
-                key = target.slice[0].slice if len(target.slice) == 1 else None
-                if _text(getattr(key, "value", None)) == "KERAS_BACKEND":
-                    found["backend"] = _BACKENDS.get((_text(node.value) or "").lower())
-                elif _negative(node.value) is not None and found["negative"] is None:
-                    found["negative"] = _negative(node.value)
-
-        def visit_Call(self, node):
-            func = node.func
-            leaf = func.attr.value if isinstance(func, cst.Attribute) else (func.value if isinstance(func, cst.Name) else "")
-            args = list(node.args)
-            if leaf == "setdefault" and len(args) >= 2 and _text(args[0].value) == "KERAS_BACKEND":
-                found["backend"] = _BACKENDS.get((_text(args[1].value) or "").lower())
-            for i, arg in enumerate(args):
-                n = _negative(arg.value)
-                if n is None or found["negative"] is not None:
-                    continue
-                keyword = arg.keyword.value if arg.keyword is not None else ""
-                if (keyword and any(w in keyword for w in _PAD_KEYWORDS)) or (leaf == "where" and i in (1, 2) and arg.keyword is None):
-                    found["negative"] = n
-
+    """(backend the file selects or None, a negative padding label it uses or None): the last
+    backend selected and the first negative label, in the order of the source."""
+    backend = negative = None
     for module in an.modules:
-        if module is not None:
-            module.visit(Finder())
-    return found["backend"], found["negative"]
+        if module is None:
+            continue
+        for node in syntax.walk_in_order(module):
+            if isinstance(node, cst.Assign):
+                target = node.targets[0].target if node.targets else None
+                if isinstance(target, cst.Subscript):
+                    key = target.slice[0].slice if len(target.slice) == 1 else None
+                    if _text(getattr(key, "value", None)) == "KERAS_BACKEND":
+                        backend = _BACKENDS.get((_text(node.value) or "").lower())
+                    elif negative is None:
+                        negative = _negative(node.value)
+            elif isinstance(node, cst.Call):
+                func = node.func
+                leaf = func.attr.value if isinstance(func, cst.Attribute) else (func.value if isinstance(func, cst.Name) else "")
+                args = list(node.args)
+                if leaf == "setdefault" and len(args) >= 2 and _text(args[0].value) == "KERAS_BACKEND":
+                    backend = _BACKENDS.get((_text(args[1].value) or "").lower())
+                for i, arg in enumerate(args):
+                    n = _negative(arg.value)
+                    if n is None or negative is not None:
+                        continue
+                    keyword = arg.keyword.value if arg.keyword is not None else ""
+                    if (keyword and any(w in keyword for w in _PAD_KEYWORDS)) or (leaf == "where" and i in (1, 2) and arg.keyword is None):
+                        negative = n
+    return backend, negative
