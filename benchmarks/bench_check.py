@@ -8,7 +8,10 @@ sets both) on padded sequences. Measured in one run, after a warm-up of both:
   second forward pass), with the time its numpy reference took;
 - ``model.fit`` for one epoch against ``check_masked_loss(paths=("fit",))``, the same way;
 - peak memory of the check (tracemalloc: numpy and Python allocations) as the number of batches
-  grows, to show it is flat.
+  grows, to show it is flat;
+- on TensorFlow, one softmax pass over a batch's logits plus a gather, timed on its own: the
+  least any exact reference from the logits adds to a step, printed beside the model's own
+  time per batch (what the ratio cannot go below on this model).
 
 On a shared machine ``--repeat N`` runs each pair N times, alone and checked in turn, and
 reports the fastest of each (the load average is printed first); the process's CPU time (all
@@ -61,6 +64,25 @@ def model_for(vocab, from_logits=False, width=32):
     return model
 
 
+def softmax_pass_ms(batch, length, vocab, repeat=10):
+    """The fastest of ``repeat`` runs of one softmax over the vocabulary plus a gather of each
+    label's probability (a traced function, float32 logits of one batch): the least an exact
+    reference from the logits costs per batch on TensorFlow, whatever observes it."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    logits = tf.constant(rng.normal(size=(batch, length, vocab)).astype("float32"))
+    labels = tf.constant(rng.integers(0, vocab, size=(batch, length)).astype("int32"))
+    picked = tf.function(lambda x, y: tf.gather(tf.nn.softmax(x, axis=-1), y[..., None], batch_dims=2))
+    picked(logits, labels).numpy()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        picked(logits, labels).numpy()
+        times.append(time.perf_counter() - start)
+    return 1e3 * min(times)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sequences", type=int, default=4000)
@@ -105,6 +127,8 @@ def main():
     model.fit(*warm, **warm_kw, epochs=1, verbose=0, shuffle=False)
     check_masked_loss(model, *warm, **warm_kw, paths=("fit",), metrics=False)
     print("load average before the runs: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
+    batches = -(-args.sequences // args.batch)
+    per_batch = {}
     for path in ("evaluate", "fit"):
         owns, checks, own_cpu, check_cpu = [], [], [], []
         for _ in range(max(1, args.repeat)):
@@ -133,7 +157,15 @@ def main():
         print(f"  of which numpy reference:      {reference:8.2f} s   ({reference / own:.0%} of {path})")
         print(f"  observed through: {report.observed.get(path, '-')}")
         print(f"  result: {'ok' if report.ok else [f.mode for f in report.findings][:3]}")
+        per_batch[path] = (1e3 * own / batches, 1e3 * check / batches)
     print("load average after the runs: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
+    if keras.config.backend() == "tensorflow":
+        # what the statistics cannot go below: the check's remaining cost against this floor
+        floor = softmax_pass_ms(args.batch, args.length, args.vocab)
+        print(f"one softmax pass + gather over ({args.batch}, {args.length}, {args.vocab}): {floor:.1f} ms per batch")
+        for path, (own_ms, check_ms) in per_batch.items():
+            print(f"  {path}: {own_ms:.0f} ms per batch alone, {check_ms:.0f} ms checked (+{check_ms - own_ms:.0f} ms); "
+                  f"alone + one softmax pass = {(own_ms + floor) / own_ms:.2f}x")
 
     print("peak memory of the check (tracemalloc) by number of batches:")
     small = 32
