@@ -18,7 +18,8 @@ callback returns at once), so the model is not traced a second time.
 
 A sparse cross-entropy may be observed through per-token statistics computed in the step
 (``statistics=``, ``compat.tokenstats``) instead of the predictions: they take every one of the
-routes above in their place.
+routes above in their place. In a TensorFlow graph they are computed before Keras's loss, which
+then reads the logits after them (``compat.ordering``).
 
 What the tap cannot follow raises ``TapUnavailable`` (with a sentence saying why) before anything
 is changed: an XLA step that runs several steps per execution (only the last one's logs leave
@@ -34,7 +35,10 @@ import numpy as np
 
 from pytest_maskloss.compat import flavours as F
 from pytest_maskloss.compat.masks import keras_mask
-from pytest_maskloss.compat.model import to_numpy
+from pytest_maskloss.compat.hostcopy import detached as _detached
+from pytest_maskloss.compat.hostcopy import numpy_tree as _numpy
+from pytest_maskloss.compat.hostcopy import symbolic as _symbolic
+from pytest_maskloss.compat.hostcopy import view as _view
 
 _FUNCTIONS = ("train_function", "test_function")
 _STEPS = {"train_step": "train", "test_step": "test"}
@@ -137,9 +141,13 @@ class LossTap:
 
         def compute_loss(x=None, y=None, y_pred=None, sample_weight=None, **kwargs):
             given = _unaliased(sample_weight)
-            loss = original_loss(x, y, y_pred, sample_weight, **kwargs)
+            stats, seen, undo = tap._before_loss(y, y_pred)
             try:
-                tap._send(x, y, y_pred, given, loss, kwargs.get("training"))
+                loss = original_loss(x, y, seen, sample_weight, **kwargs)
+            finally:
+                undo()
+            try:
+                tap._send(x, y, y_pred, given, loss, kwargs.get("training"), stats)
             except Exception as exc:  # the step must not fail because of the tap
                 tap.errors.append(f"{type(exc).__name__}: {exc}")
             return loss
@@ -223,11 +231,30 @@ class LossTap:
 
     # -- inside the step -------------------------------------------------------------------
 
-    def _send(self, x, y, y_pred, sample_weight, loss, training):
+    def _before_loss(self, y, y_pred):
+        """``(statistics or _LATER, predictions for Keras's loss, undo)``. In a TensorFlow
+        graph the statistics come first and Keras's loss reads the logits after them
+        (``compat.ordering``: its fused kernel then works in place, as without the tap)."""
+        if self.statistics is None or self.through_logs or self.info.backend != F.TENSORFLOW:
+            return _LATER, y_pred, _ignore
+        stats = self._statistics(y, y_pred)
+        if stats is None:
+            return None, y_pred, _ignore
+        try:
+            from pytest_maskloss.compat.ordering import ordered_after
+
+            seen, undo = ordered_after(stats, y_pred, getattr(self.statistics, "from_logits", ()))
+        except Exception as exc:  # unordered, as before: only slower
+            self.declined.append(f"ordering: {type(exc).__name__}: {exc}")
+            return stats, y_pred, _ignore
+        return stats, seen, undo
+
+    def _send(self, x, y, y_pred, sample_weight, loss, training, stats=None):
         phase = self._phase
         if phase is None:  # compute_loss called outside train_step/test_step
             phase = "train" if training else "test"
-        stats = self._statistics(y, y_pred)
+        if stats is _LATER:
+            stats = self._statistics(y, y_pred)
         payload = {
             "x": x if self.want_x else None,
             "y": y,
@@ -322,6 +349,7 @@ class LossTap:
 
 
 _ABSENT = object()
+_LATER = object()  # the statistics are computed with the rest of the payload
 
 
 class _LogsStripped:
@@ -451,41 +479,3 @@ def _replica_id():
     if ctx is None or ctx.num_replicas_in_sync <= 1:
         return None
     return tf.convert_to_tensor(ctx.replica_id_in_sync_group)
-
-
-def _view(tensor):
-    """The tensor's memory as a read-only numpy array, without a copy. Valid while the
-    callback runs: the host handles a step before it returns, and copies what it keeps."""
-    try:
-        return tensor._numpy()
-    except Exception:  # a TensorFlow without the private view, or a non-CPU tensor
-        return tensor.numpy()
-
-
-def _symbolic(tree) -> bool:
-    """A PyTorch tensor on the meta device (shapes only) anywhere in the payload."""
-    if isinstance(tree, dict):
-        return any(_symbolic(v) for v in tree.values())
-    if isinstance(tree, (list, tuple)):
-        return any(_symbolic(v) for v in tree)
-    return bool(getattr(tree, "is_meta", False))
-
-
-def _detached(tree):
-    if isinstance(tree, dict):
-        return {k: _detached(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_detached(v) for v in tree)
-    if hasattr(tree, "detach"):
-        return tree.detach().cpu()
-    return tree
-
-
-def _numpy(value):
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        return {k: _numpy(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_numpy(v) for v in value)
-    return to_numpy(value)

@@ -61,6 +61,7 @@ def statistics_evaluator(from_logits, info):
         return [_statistics(ops, labels, pred, logits, tensorflow, renormalises)
                 for labels, pred, logits in zip(ys, preds, flags)]
 
+    evaluate.from_logits = tuple(flags)  # for compat.ordering
     return evaluate
 
 
