@@ -20,6 +20,7 @@ from pytest_maskloss.check.outputs import as_list
 from pytest_maskloss.check.reference import negative_labels, valid_token_mask
 from pytest_maskloss.check.sums import BatchSums, EpochSums, RunningLoss, Total, replica_means
 from pytest_maskloss.check.tokenstats import per_token_from_statistics, prediction_ndim
+from pytest_maskloss.compat.hostcopy import map_leaves
 from pytest_maskloss.errors import MaskLossInputError
 
 
@@ -285,13 +286,7 @@ def _stack_predictions(records):
 
 
 def _copy(value):
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_copy(v) for v in value)
-    return np.array(value)
+    return map_leaves(lambda v: None if v is None else np.array(v), value)
 
 
 def _concat(parts):

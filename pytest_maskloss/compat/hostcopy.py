@@ -24,21 +24,21 @@ def symbolic(tree) -> bool:
     return bool(getattr(tree, "is_meta", False))
 
 
-def detached(tree):
+def map_leaves(function, tree):
+    """``function`` applied to each leaf of nested dicts, lists and tuples (None included),
+    the structure kept."""
     if isinstance(tree, dict):
-        return {k: detached(v) for k, v in tree.items()}
+        return {k: map_leaves(function, v) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
-        return type(tree)(detached(v) for v in tree)
-    if hasattr(tree, "detach"):
-        return tree.detach().cpu()
-    return tree
+        return type(tree)(map_leaves(function, v) for v in tree)
+    return function(tree)
+
+
+def detached(tree):
+    """PyTorch tensors as detached CPU copies; anything else as it is."""
+    return map_leaves(lambda t: t.detach().cpu() if hasattr(t, "detach") else t, tree)
 
 
 def numpy_tree(value):
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        return {k: numpy_tree(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(numpy_tree(v) for v in value)
-    return to_numpy(value)
+    """Every tensor as a numpy array; None stays None."""
+    return map_leaves(lambda t: None if t is None else to_numpy(t), value)

@@ -36,6 +36,7 @@ import numpy as np
 from pytest_maskloss.compat import flavours as F
 from pytest_maskloss.compat.masks import keras_mask
 from pytest_maskloss.compat.hostcopy import detached as _detached
+from pytest_maskloss.compat.hostcopy import map_leaves
 from pytest_maskloss.compat.hostcopy import numpy_tree as _numpy
 from pytest_maskloss.compat.hostcopy import symbolic as _symbolic
 from pytest_maskloss.compat.hostcopy import view as _view
@@ -425,15 +426,8 @@ def _unaliased(sample_weight):
     weights by the mask's ``total/valid`` rescale in place (``sample_weight *= mask``), which on
     PyTorch changes the batch's own tensor (measured on 3.15.1 with ignore_class): a copy is taken
     before the loss runs. Other backends' tensors are immutable and are passed as they are."""
-    if sample_weight is None:
-        return None
-    if isinstance(sample_weight, dict):
-        return {k: _unaliased(v) for k, v in sample_weight.items()}
-    if isinstance(sample_weight, (list, tuple)):
-        return type(sample_weight)(_unaliased(v) for v in sample_weight)
-    if hasattr(sample_weight, "detach") and hasattr(sample_weight, "clone"):
-        return sample_weight.detach().clone()
-    return sample_weight
+    return map_leaves(lambda t: t.detach().clone() if hasattr(t, "detach") and hasattr(t, "clone") else t,
+                      sample_weight)
 
 
 def _masks(y_pred):

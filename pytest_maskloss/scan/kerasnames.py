@@ -2,7 +2,8 @@
 
 ``canonical`` maps every spelling of a Keras name (``tensorflow.keras.layers.Embedding``,
 ``tf_keras.layers.Embedding``, ``keras_core.layers.Embedding``,
-``keras.src.layers.core.embedding.Embedding``, ``tf.losses.X`` ...) to one ``keras.``-rooted name; the tables below are keyed by the last component.
+``keras.src.layers.core.embedding.Embedding``, ``tf.losses.X`` ...) to one ``keras.``-rooted
+name; the tables below are keyed by the last component.
 """
 
 from __future__ import annotations

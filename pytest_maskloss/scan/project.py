@@ -114,6 +114,7 @@ class ProjectIndex:
         self._analyses: dict[str, object] = {}
         self._files: list[str] | None = None
         self._texts: dict[str, str] = {}
+        self._imported: dict[str, frozenset] = {}  # path -> imported_files(path)
         self._module_paths: dict[tuple[str, str], str | None] = {}
         self._depth = 0
         self._forced: set[str] = set()
@@ -275,10 +276,14 @@ class ProjectIndex:
             self.imports_changed = True
         return words, user
 
-    def imported_files(self, path: str) -> set[str]:
+    def imported_files(self, path: str) -> frozenset[str]:
         """The project files ``path`` imports directly (``from a import b`` counts ``a`` and, when
-        it is a package's module, ``a.b``), found from its text without parsing it."""
+        it is a package's module, ``a.b``), found from its text without parsing it; once per
+        file and run (``importers`` asks again for each module a file might import)."""
         path = os.path.abspath(path)
+        known = self._imported.get(path)
+        if known is not None:
+            return known
         out = set()
         module_name = self.module_name(path)
         for m in import_statements(self.text(path)):
@@ -299,7 +304,8 @@ class ProjectIndex:
                     found = self.find_module(name, path)
                     if found is not None and found != path:
                         out.add(found)
-        return out
+        known = self._imported[path] = frozenset(out)
+        return known
 
     def shared_imports(self, paths: list[str], least: int = 2) -> list[str]:
         """The project files that at least ``least`` of ``paths`` import directly, the most
