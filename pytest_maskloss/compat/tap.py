@@ -9,7 +9,8 @@ jitted; the callback runs once per step); PyTorch directly (its steps run eagerl
 step compiled by XLA (``jit_compile=True``, Keras 3's default when a GPU is visible) cannot call
 the host, so there the tensors leave the step as one more entry of the logs ``train_step`` /
 ``test_step`` return, and the step function the model calls (``train_function`` /
-``test_function``) is wrapped to take that entry out before Keras sees the logs. The tap
+``test_function``) is wrapped to take that entry out before Keras sees the logs (on Keras 3,
+inside the step function after each step: ``compat.xlasteps``). The tap
 installs instance attributes over ``compute_loss``, ``train_step``, ``test_step`` and
 ``reset_metrics`` and resets the cached step functions so that they are traced with it; closing it
 removes the attributes and puts back the step functions the model had. A step function traced
@@ -22,8 +23,8 @@ routes above in their place. In a TensorFlow graph they are computed before Kera
 then reads the logits after them (``compat.ordering``).
 
 What the tap cannot follow raises ``TapUnavailable`` (with a sentence saying why) before anything
-is changed: an XLA step that runs several steps per execution (only the last one's logs leave
-the compiled loop) or spans several replicas. The tap never
+is changed: on Keras 2, an XLA step that runs several steps per execution (only the last one's
+logs leave the compiled loop), and an XLA step over several replicas. The tap never
 changes what the step computes, and an error on the host side is kept, not raised into the step.
 """
 
@@ -40,28 +41,14 @@ from pytest_maskloss.compat.hostcopy import map_leaves
 from pytest_maskloss.compat.hostcopy import numpy_tree as _numpy
 from pytest_maskloss.compat.hostcopy import symbolic as _symbolic
 from pytest_maskloss.compat.hostcopy import view as _view
+from pytest_maskloss.compat.xlasteps import (LOGS_KEY, UNLOADER, LogsStripped, TapUnavailable,
+                                             refuse_unfollowable_xla, unloaded_steps,
+                                             unloads_each_step, xla_compiled)
 
 _FUNCTIONS = ("train_function", "test_function")
 _STEPS = {"train_step": "train", "test_step": "test"}
 _MAKERS = {"make_train_function": ("train_function", "train"),
            "make_test_function": ("test_function", "test")}
-_LOGS_KEY = "__maskloss_observation__"  # the step's tensors, in the logs of an XLA step
-
-
-class TapUnavailable(Exception):
-    """The model's step cannot be tapped; the message says why."""
-
-
-def xla_compiled(model, info) -> bool:
-    """Is the model's step compiled with XLA on TensorFlow (no host callbacks there)?"""
-    if info.backend != F.TENSORFLOW:
-        return False
-    if info.is_keras3:
-        try:
-            return bool(model.jit_compile)
-        except Exception:
-            return False
-    return bool(getattr(model, "_jit_compile", False))
 
 
 class LossTap:
@@ -79,7 +66,7 @@ class LossTap:
                  want_x=True, want_pred=True, statistics=None):
         self.through_logs = xla_compiled(model, info)
         if self.through_logs:
-            _refuse_unfollowable_xla(model)
+            refuse_unfollowable_xla(model, info)
         self.model = model
         self.info = info
         self.on_step = on_step
@@ -102,6 +89,7 @@ class LossTap:
         self._in_logs = {}  # XLA: phase -> the tensors of the step being traced
         self._layouts = {}  # XLA: phase -> (structure, which leaves are present) of those
         self._lock = threading.Lock()
+        self._making = None  # XLA: the phase whose step function Keras is making
 
     def fits_model(self) -> bool:
         """Does the model still run its step the way the tap was built for? ``compile()`` may
@@ -110,7 +98,7 @@ class LossTap:
             return False
         if self.through_logs:
             try:
-                _refuse_unfollowable_xla(self.model)
+                refuse_unfollowable_xla(self.model, self.info)
             except TapUnavailable:
                 return False
         return True
@@ -129,8 +117,9 @@ class LossTap:
         self.active = True
         model = self.model
         makers = tuple(_MAKERS) if self.through_logs else ()
+        unloader = (UNLOADER,) if self.through_logs and unloads_each_step(model, self.info) else ()
         self._saved = {name: model.__dict__.get(name, _ABSENT)
-                       for name in ("compute_loss", "reset_metrics", *_STEPS, *makers)}
+                       for name in ("compute_loss", "reset_metrics", *_STEPS, *makers, *unloader)}
         self._functions = {name: getattr(model, name, None) for name in _FUNCTIONS}
         for name, function in self._functions.items():
             if function is not self._left.get(name, function):
@@ -167,6 +156,8 @@ class LossTap:
         _set(model, "reset_metrics", reset_metrics)
         for name in makers:
             _set(model, name, self._stripping_maker(getattr(model, name), *_MAKERS[name]))
+        for name in unloader:
+            _set(model, name, unloaded_steps(self, getattr(model, name)))
         for name in _FUNCTIONS:
             _set(model, name, self._traced.get(name))
         return self
@@ -203,7 +194,7 @@ class LossTap:
                 tap._phase = previous
             carried = tap._in_logs.pop(phase, None)
             if carried is not None and isinstance(logs, dict):  # XLA: out with the logs
-                logs = {**logs, _LOGS_KEY: carried}
+                logs = {**logs, LOGS_KEY: carried}
             return logs
 
         return phased
@@ -214,10 +205,14 @@ class LossTap:
         tap, model = self, self.model
 
         def make_function(*args, **kwargs):
-            made = make(*args, **kwargs)  # Keras 3 sets the attribute; Keras 2 also returns it
+            previous, tap._making = tap._making, phase
+            try:
+                made = make(*args, **kwargs)  # Keras 3 sets the attribute; Keras 2 also returns it
+            finally:
+                tap._making = previous
             function = getattr(model, function_name, None) or made
-            if function is not None and not isinstance(function, _LogsStripped):
-                function = _LogsStripped(function, tap, phase)
+            if function is not None and not isinstance(function, LogsStripped):
+                function = LogsStripped(function, tap, phase)
                 _set(model, function_name, function)
             return function
 
@@ -351,54 +346,6 @@ class LossTap:
 
 _ABSENT = object()
 _LATER = object()  # the statistics are computed with the rest of the payload
-
-
-class _LogsStripped:
-    """A step function of an XLA-compiled model with the tap's entry taken out of its logs:
-    Keras (callbacks, History, the progress bar) sees the logs the step would return unobserved.
-    It stays on the model after the tap closes when the step was first traced under the tap,
-    since that trace keeps returning the entry."""
-
-    def __init__(self, function, tap, phase):
-        self._function = function
-        self._tap = tap
-        self._phase = phase
-
-    def __call__(self, *args, **kwargs):
-        logs = self._function(*args, **kwargs)
-        if not isinstance(logs, dict) or _LOGS_KEY not in logs:
-            return logs
-        logs = dict(logs)
-        carried = logs.pop(_LOGS_KEY)
-        if self._tap.active:
-            try:
-                self._tap.receive_from_logs(carried, self._phase)
-            except Exception as exc:  # never into the user's call
-                self._tap.errors.append(f"{type(exc).__name__}: {exc}")
-        return logs
-
-    def __getattr__(self, name):  # e.g. get_concrete_function, the traced function's own API
-        return getattr(self._function, name)
-
-
-def _refuse_unfollowable_xla(model):
-    from pytest_maskloss.compat.model import num_replicas, steps_per_execution
-
-    steps = steps_per_execution(model)
-    if steps > 1:
-        raise TapUnavailable(
-            f"the step is compiled with XLA (jit_compile=True) and runs {steps} steps per "
-            "execution: XLA cannot call back to the host, and only the last step's logs leave "
-            "the compiled loop; compile with steps_per_execution=1 (or jit_compile=False) to "
-            "have it observed"
-        )
-    replicas = num_replicas(model)
-    if replicas > 1:
-        raise TapUnavailable(
-            f"the step is compiled with XLA (jit_compile=True) under a tf.distribute strategy "
-            f"of {replicas} replicas, which the observation does not follow (XLA cannot call "
-            "back to the host); compile with jit_compile=False to have it observed"
-        )
 
 
 def _spans_devices() -> bool:

@@ -317,3 +317,43 @@ def test_bundled_example_prints_the_findings_table(tmp_path):
     # fit's accuracy is judged too (observed in place): Keras 3 gives metrics= no sample weights
     assert [r[3] for r in rows["examples/lm_suite/test_language_model.py::test_sample_weight_padding"]] == [
         "padding-in-denominator", "metric-counts-padding"]
+
+
+XLA_TEST = '''
+import helpers as h
+
+
+def test_xla_several_steps_per_execution():
+    x = h.padded()
+    w = (x != 0).astype("float32")
+    model = h.lm(mask_zero=False, name="xla_lm")
+    model.compile("sgd", "sparse_categorical_crossentropy", jit_compile=True, steps_per_execution=2)
+    l = h.token_losses(model, x)
+    # two batches of two sequences in one execution: Keras's figure divides by every token;
+    # the reference is the mean of the two batches' token means
+    halves = [(l[i:i + 2] * w[i:i + 2]).sum() / w[i:i + 2].sum() for i in (0, 2)]
+    h.expect("xla", "xla_lm", "evaluate", "padding-in-denominator", (l * w).sum() / w.size,
+             sum(halves) / 2)
+    model.evaluate(x, x, sample_weight=w, batch_size=2, verbose=0)
+'''
+
+
+def test_an_xla_step_running_several_steps_per_execution_is_audited_step_by_step(tmp_path):
+    """Keras 3 on TensorFlow: ``jit_compile=True`` with ``steps_per_execution=2`` (a GPU's
+    default XLA plus a common speed setting) is audited with both steps' figures."""
+    import keras
+
+    if not keras.__version__.startswith("3") or keras.config.backend() != "tensorflow":
+        pytest.skip("Keras 3 on TensorFlow reads an XLA step's logs step by step")
+    directory = write_suite(tmp_path)
+    (directory / "test_mini.py").write_text(XLA_TEST)
+    result = run_pytest(directory, "--maskloss", "--maskloss-report=out/report.json")
+    result.assert_outcomes(passed=1)
+    data = report(directory / "out")
+    assert not data["not_audited"]
+    (finding,) = data["findings"]
+    want = expected(directory / "out", "xla")
+    assert (finding["model"], finding["path"], finding["mode"]) == ("xla_lm", "evaluate", want["mode"])
+    assert finding["scope"].startswith("epoch")
+    assert finding["reported"] == pytest.approx(want["reported"], rel=1e-5)
+    assert finding["reference"] == pytest.approx(want["reference"], rel=1e-5)

@@ -1,6 +1,6 @@
 """A TensorFlow step compiled by XLA (``jit_compile=True``: Keras 3's default when a GPU is
-visible) is observed too, through the logs its step returns, and what the user's calls get
-back is unchanged. Expected figures come from the test's own cross-entropy of the predictions.
+visible) is observed too, through the logs its step returns (on Keras 3 read per step, also with
+several steps per execution), and what the user's calls get back is unchanged. Expected figures come from the test's own cross-entropy of the predictions.
 """
 
 import numpy as np
@@ -61,6 +61,31 @@ def test_xla_training_paths_with_dropout_are_compared_and_calls_return_plain_log
     assert set(logs) == {"loss"}
 
 
+@pytest.mark.skipif(not KERAS3, reason="Keras 3's trainer: its XLA step's logs are read per step")
+@pytest.mark.parametrize("path", ["evaluate", "fit"])
+def test_xla_with_several_steps_per_execution_is_observed_step_by_step(path):
+    """Keras 3 runs ``steps_per_execution`` XLA steps in a while loop of its step function:
+    each step's entry is taken out of its logs inside that loop, so every batch is judged,
+    not only each execution's last. 4 batches in executions of 3 and 1."""
+    x = padded_tokens()
+    weights = (x != 0).astype("float32")
+    model = xla_model(steps_per_execution=3)
+    report = check_masked_loss(model, x, x, sample_weight=weights, batch_size=1, paths=(path,))
+    assert not report.skipped
+    finding = next(c for c in report.findings if c.scope.startswith("epoch"))
+    assert finding.mode == "padding-in-denominator"
+    assert finding.scope == f"epoch, {len(x)} batches"
+    if path == "evaluate":  # the weights did not change: the predictions are the model's now
+        losses = sce(x, model.predict(x, verbose=0))
+        assert finding.reported == pytest.approx(np.sum(losses * weights) / weights.size, rel=1e-5)
+        # one sequence a batch: the epoch's reference is the mean of the sequences' token means
+        per_sequence = np.sum(losses * weights, axis=1) / weights.sum(axis=1)
+        assert finding.reference == pytest.approx(per_sequence.mean(), rel=1e-5)
+    history = model.fit(x, x, sample_weight=weights, batch_size=1, epochs=1, verbose=0)
+    assert set(history.history) == {"loss"}
+
+
+@pytest.mark.skipif(KERAS3, reason="Keras 2's XLA step returns only the last step's logs")
 def test_xla_with_several_steps_per_execution_is_not_compared_with_the_reason():
     x = padded_tokens()
     model = xla_model(steps_per_execution=2)
@@ -75,7 +100,8 @@ def test_xla_with_several_steps_per_execution_is_not_compared_with_the_reason():
 def test_a_model_compiled_again_with_or_without_xla_is_observed_the_new_way():
     """The tap kept from a check is not reused once compile() changes how the step runs: XLA
     switched on (the observation leaves through the logs), or several steps per execution
-    (not compared, with the reason), with the same loss object throughout."""
+    (read per step on Keras 3; not compared, with the reason, on Keras 2), with the same loss
+    object throughout."""
     x = padded_tokens()
     weights = (x != 0).astype("float32")
     model = xla_model()
@@ -89,4 +115,7 @@ def test_a_model_compiled_again_with_or_without_xla_is_observed_the_new_way():
     assert [c.mode for c in second.findings] == [c.mode for c in first.findings]
     model.compile("sgd", loss, jit_compile=True, steps_per_execution=2)
     third = check_masked_loss(model, x, x, sample_weight=weights, batch_size=2, paths=("evaluate",))
-    assert not third.comparisons and "2 steps per execution" in third.skipped["evaluate"]
+    if KERAS3:  # each step's entry is read inside the step function's loop
+        assert not third.skipped and {c.mode for c in third.findings} == {c.mode for c in first.findings}
+    else:
+        assert not third.comparisons and "2 steps per execution" in third.skipped["evaluate"]
