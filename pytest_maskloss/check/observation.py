@@ -21,6 +21,7 @@ from pytest_maskloss.compat.pertoken import per_token_evaluator
 from pytest_maskloss.compat.keptap import keep_tap, kept_tap
 from pytest_maskloss.compat.tap import LossTap, TapUnavailable
 from pytest_maskloss.compat.tokenstats import applies as statistics_apply, statistics_evaluator
+from pytest_maskloss.compat.xlasteps import xla_compiled
 from pytest_maskloss.errors import MaskLossInputError
 
 ON_BATCH = ("test_on_batch", "train_on_batch")
@@ -155,7 +156,10 @@ class Observation:
             return None
         if self.want_metrics and self.metrics.need_predictions():
             return None
-        return statistics_evaluator([o.spec.from_logits for o in self.outputs], self.info)
+        # compiled metrics (compared or not) or the model's own step may read the predictions
+        read = bool(M.compiled_metric_names(self.model)) or M.own_step(self.model)
+        return statistics_evaluator([o.spec.from_logits for o in self.outputs], self.info,
+                                    predictions_read=read, xla=xla_compiled(self.model, self.info))
 
     def _wants_x(self) -> bool:
         return self.padding.pad_in not in ("labels", "sample_weight") or bool(self.mask_sources)

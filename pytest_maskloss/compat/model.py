@@ -129,6 +129,15 @@ def all_layers(model) -> list:
     return seen
 
 
+def own_step(model) -> bool:
+    """Does the model's class define its own ``train_step`` or ``test_step`` (not Keras's)?"""
+    for name in ("train_step", "test_step"):
+        owner = next((cls for cls in type(model).__mro__ if name in cls.__dict__), None)
+        if owner is not None and not is_keras_class(owner):
+            return True
+    return False
+
+
 def is_keras_class(cls) -> bool:
     return cls.__module__.split(".")[0] in F.KERAS_PACKAGES
 

@@ -7,9 +7,13 @@ For each token, one of four kinds, chosen the way Keras chooses what its loss is
 * ``"softmax"`` (TensorFlow stacks, wherever the loss is taken from logits: ``from_logits=True``,
   or the logits Keras finds under a softmax output, ``_keras_logits`` on the tensor or the
   graph's ``Softmax`` op, the same lookup as Keras' own ``_get_logits``): ``(0, p_label)``, the
-  label's probability of the softmax of those logits (a float32 graph softmax output of exactly
-  them is that softmax already). One softmax and a gather are the cheapest exact statistics
-  there. A batch where a label's probability has underflowed (below the smallest normal
+  label's probability of the softmax of those logits. One softmax and a gather are the cheapest
+  exact statistics there. A float32 graph softmax output of exactly those logits is that softmax
+  already, and is read where something else in the step reads the predictions too (compiled
+  metrics, the model's own step); else Keras's loss, taken from the logits, leaves that output
+  unused (pruned), and the softmax is taken here, in chunks of 16 MiB rows (outside XLA: each
+  chunk's buffer is reused where one (batch, time, vocabulary) buffer is mapped afresh each
+  step, 6 ms of a (64, 128, 8000) batch's 35). A batch where a label's probability has underflowed (below the smallest normal
   float32) sends the exact form instead, ``(logit - max, max p)``, as the largest probability
   is ``1 / Σ exp(logits - max)``; the host's formula is the same for both;
 * ``"logits"`` (Keras 3 on JAX and PyTorch, ``from_logits=True``): the label's logit minus the
@@ -33,6 +37,7 @@ from pytest_maskloss.compat import flavours as F
 from pytest_maskloss.compat.ops import tensor_ops
 
 EPSILON = 1e-7  # Keras' backend.epsilon() default, the clip of a probability output
+_CHUNK = 1 << 22  # float32 values in a chunk of the softmax: 16 MiB, under glibc's mmap threshold
 _NORMAL = 2.0 ** -126  # the smallest normal float32: below it a probability loses precision
 
 
@@ -42,10 +47,13 @@ def applies(spec) -> bool:
             and spec.axis == -1 and not spec.label_smoothing)
 
 
-def statistics_evaluator(from_logits, info):
+def statistics_evaluator(from_logits, info, *, predictions_read=True, xla=False):
     """``evaluate(y, y_pred) -> [{kind: (picked, total)}, ...]``, one entry per output, in the
     order of ``from_logits`` (one bool per output; ``y``/``y_pred`` a tensor for one output, a
-    list/tuple for several). None when the stack has no tested statistics path."""
+    list/tuple for several). None when the stack has no tested statistics path.
+    ``predictions_read``: something else in the step reads the predictions, so a softmax output
+    is computed anyway and is read here; ``xla``: the step is compiled by XLA (which fuses one
+    whole softmax: no chunks)."""
     if not F.token_statistics_in_step(info.stack):
         return None
     ops = tensor_ops(_keras_module(info))
@@ -58,21 +66,20 @@ def statistics_evaluator(from_logits, info):
         preds = list(y_pred) if isinstance(y_pred, (list, tuple)) else [y_pred]
         if len(ys) != len(flags) or len(preds) != len(flags):
             raise ValueError(f"{len(flags)} output(s) expected, the step has {len(preds)}")
-        return [_statistics(ops, labels, pred, logits, tensorflow, renormalises)
+        return [_statistics(ops, labels, pred, logits, tensorflow, renormalises, predictions_read, xla)
                 for labels, pred, logits in zip(ys, preds, flags)]
 
     evaluate.from_logits = tuple(flags)  # for compat.ordering
     return evaluate
 
 
-def _statistics(ops, labels, y_pred, from_logits, tensorflow, renormalises):
+def _statistics(ops, labels, y_pred, from_logits, tensorflow, renormalises, predictions_read, xla):
     logits = y_pred if from_logits else (_logits_under_softmax(y_pred) if tensorflow else None)
     values = ops.cast(logits if logits is not None else y_pred, "float32")
     if logits is not None and tensorflow:
-        # a float32 graph softmax output of these very logits is the softmax already (Keras
-        # computes its loss from the logits, so that op would be pruned: the cost is the same)
-        probabilities = y_pred if not from_logits and _is_softmax_of(y_pred, logits) else None
-        return {"softmax": _softmax_statistics(ops, labels, values, probabilities)}
+        reuse = predictions_read and not from_logits and _is_softmax_of(y_pred, logits)
+        return {"softmax": _softmax_statistics(ops, labels, values, y_pred if reuse else None,
+                                               in_chunks=not xla)}
     picked = _picked(ops, labels, values)
     if logits is not None:
         peak = ops.max(values, axis=-1)
@@ -82,22 +89,53 @@ def _statistics(ops, labels, y_pred, from_logits, tensorflow, renormalises):
     return {"probabilities": (picked, ops.sum(values, axis=-1))}
 
 
-def _softmax_statistics(ops, labels, logits, probabilities=None):
+def _softmax_statistics(ops, labels, logits, probabilities=None, in_chunks=True):
     """``(shift, probability)`` with ``-log probability - shift`` the label's log-softmax of the
     float32 ``logits``. Where every label's probability is a normal float32, ``(0, p_label)``:
     one softmax and a gather, the cheapest exact way on TensorFlow (about half the cost of a
-    max pass plus an exp-sum pass over the vocabulary). Where one has underflowed, a ``tf.cond``
-    takes the exact form for the batch: ``(logit - max, max p)``, since the largest probability
-    is ``1 / Σ exp(logits - max)``."""
+    max pass plus an exp-sum pass over the vocabulary), of ``probabilities`` when given. Where
+    one has underflowed, a ``tf.cond`` takes the exact form for the batch: ``(logit - max, max
+    p)``, since the largest probability is ``1 / Σ exp(logits - max)``."""
     import tensorflow as tf
 
-    if probabilities is None:
+    if probabilities is not None:
+        picked = _picked(ops, labels, probabilities)
+    elif in_chunks and not tf.executing_eagerly() and logits.shape[-1] is not None:
+        picked = _picked_in_chunks(ops, labels, logits)
+    else:
         probabilities = tf.nn.softmax(logits, axis=-1)
-    picked = _picked(ops, labels, probabilities)
+        picked = _picked(ops, labels, probabilities)
+
+    def exact():
+        largest = tf.reduce_max(tf.nn.softmax(logits, axis=-1) if probabilities is None else probabilities, axis=-1)
+        return _picked(ops, labels, logits) - tf.reduce_max(logits, axis=-1), largest
+
     normal = tf.reduce_all(tf.logical_or(picked >= _NORMAL, tf.math.is_nan(picked)))
-    return tf.cond(normal, lambda: (tf.zeros_like(picked), picked),
-                   lambda: (_picked(ops, labels, logits) - tf.reduce_max(logits, axis=-1),
-                            tf.reduce_max(probabilities, axis=-1)))
+    return tf.cond(normal, lambda: (tf.zeros_like(picked), picked), exact)
+
+
+def _picked_in_chunks(ops, labels, logits):
+    """``_picked`` of the softmax of ``logits``, taken over chunks of rows of ``_CHUNK`` values
+    in a ``tf.while_loop``: the softmax is row by row, so the values are the whole softmax's
+    (to the bit on TensorFlow 2.21; 2.10 rounds the last bit of some rows by the row count)."""
+    import tensorflow as tf
+
+    vocabulary = logits.shape[-1]
+    if len(labels.shape) == len(logits.shape) and labels.shape[-1] == 1:
+        labels = tf.squeeze(labels, axis=-1)
+    shape = tf.shape(labels)
+    rows, flat = tf.reshape(logits, [-1, vocabulary]), tf.reshape(labels, [-1])
+    size = max(1, _CHUNK // vocabulary)
+    chunks = (tf.shape(rows)[0] + size - 1) // size
+
+    def body(i, picked):
+        window = slice(i * size, (i + 1) * size)
+        return i + 1, picked.write(i, _picked(ops, flat[window], tf.nn.softmax(rows[window], axis=-1)))
+
+    _, picked = tf.while_loop(lambda i, _: i < chunks, body,
+                              (0, tf.TensorArray(tf.float32, size=chunks, infer_shape=False,
+                                                  element_shape=tf.TensorShape([None]))))
+    return tf.reshape(picked.concat(), shape)
 
 
 def _logits_under_softmax(y_pred):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from probe import VOCAB, padded_tokens
-from stack import KERAS3, OLD_TF_KERAS, TF_BACKEND, keras, sce
+from stack import KERAS3, OLD_TF_KERAS, TF_BACKEND, TF_VERSION, keras, sce
 
 from pytest_maskloss import MaskLossInputError, MaskLossMismatch, assert_masked_loss, check_masked_loss
 
@@ -127,7 +127,7 @@ def test_a_probability_output_keras_does_not_unwrap_is_clipped_as_keras_clips_it
     assert report.token_mean == pytest.approx(masked_mean(expected, x != 0), rel=1e-5)
 
 
-def tensorflow_statistics(from_logits, model):
+def tensorflow_statistics(from_logits, model, predictions_read=True):
     """The statistics evaluator of ``model``'s stack, with the loss spec and flavour it needs."""
     from pytest_maskloss.check.lossspec import resolve_loss_spec
     from pytest_maskloss.compat.detect import keras_info
@@ -135,7 +135,7 @@ def tensorflow_statistics(from_logits, model):
 
     info = keras_info(model)
     spec = resolve_loss_spec(keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits))
-    return statistics_evaluator([from_logits], info), spec, info
+    return statistics_evaluator([from_logits], info, predictions_read=predictions_read), spec, info
 
 
 def per_token(spec, labels, statistics, info):
@@ -147,17 +147,18 @@ def per_token(spec, labels, statistics, info):
 
 
 @pytest.mark.skipif(not TF_BACKEND, reason="the graph Softmax op Keras takes the logits from is TensorFlow's")
+@pytest.mark.parametrize("read", [True, False], ids=["predictions-read", "predictions-unread"])
 @pytest.mark.parametrize("traced", [True, False], ids=["traced", "eager"])
-def test_tensorflow_statistics_are_the_labels_softmax_probability(traced):
-    """A softmax output (its own probabilities, traced; the softmax of the logits under it,
-    eager) and a logits output both send the label's probability with a shift of 0: numpy's
-    log-softmax of the logits from ``-log p``."""
+def test_tensorflow_statistics_are_the_labels_softmax_probability(traced, read):
+    """A softmax output (its own probabilities where the step reads them anyway, traced; else
+    the softmax of the logits under it, in chunks when traced) and a logits output both send the
+    label's probability with a shift of 0: numpy's log-softmax of the logits from ``-log p``."""
     import tensorflow as tf
 
     x = padded_tokens()
     for from_logits in (False, True):
         model = lm(logits=from_logits)
-        evaluate, spec, info = tensorflow_statistics(from_logits, model)
+        evaluate, spec, info = tensorflow_statistics(from_logits, model, predictions_read=read)
         predictions = model.predict(x, verbose=0)
         expected = log_softmax_loss(x, predictions) if from_logits else sce(x, predictions)
         run = (lambda t: evaluate(t, model(t)))
@@ -166,6 +167,56 @@ def test_tensorflow_statistics_are_the_labels_softmax_probability(traced):
         kind, losses = per_token(spec, x, statistics, info)
         assert kind == "softmax"
         np.testing.assert_allclose(losses, expected, rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.skipif(not TF_BACKEND, reason="the softmax in chunks is TensorFlow's")
+def test_the_softmax_in_chunks_is_the_whole_softmax(monkeypatch):
+    """5 rows a chunk over 24 rows (the last chunk 4), labels outside the vocabulary NaN, and a
+    batch of no rows: the label's probability from the chunks equals the one from one softmax
+    over the whole batch, to the bit on TensorFlow 2.21 (2.10's softmax rounds the last bit of
+    some rows by the row count: within 2 ulp there)."""
+    import tensorflow as tf
+
+    from pytest_maskloss.compat import tokenstats
+    from pytest_maskloss.compat.ops import tensor_ops
+
+    monkeypatch.setattr(tokenstats, "_CHUNK", 5 * VOCAB)
+    ops = tensor_ops(keras)
+    rng = np.random.default_rng(4)
+    logits = tf.constant(rng.normal(0, 4, size=(4, 6, VOCAB)).astype("float32"))
+    labels = padded_tokens()
+    labels[0, :2] = (-100, VOCAB)
+    chunked = tf.function(lambda y, z: tokenstats._picked_in_chunks(ops, y, z))
+    whole = tokenstats._picked(ops, tf.constant(labels), tf.nn.softmax(logits, axis=-1))
+    got, want = chunked(tf.constant(labels), logits).numpy(), whole.numpy()
+    if TF_VERSION >= (2, 21):
+        np.testing.assert_array_equal(got, want)
+    inside = ~np.isnan(want)
+    assert np.array_equal(np.isnan(got), ~inside)
+    np.testing.assert_array_max_ulp(got[inside], want[inside], maxulp=2)
+    assert np.isnan(whole.numpy()[0, :2]).all()
+    empty = chunked(tf.zeros((0, 6), "int32"), tf.zeros((0, 6, VOCAB)))
+    assert empty.shape == (0, 6)
+
+
+@pytest.mark.skipif(not TF_BACKEND, reason="the graph Softmax op is TensorFlow's")
+@pytest.mark.parametrize("read", [True, False], ids=["predictions-read", "predictions-unread"])
+def test_a_softmax_output_is_read_only_where_the_step_reads_it_anyway(read):
+    """Keras's loss comes from the logits under a softmax output; where nothing else reads that
+    output (no compiled metrics, Keras's own step), the statistics take the softmax of the
+    logits in chunks and leave the output's op unread, so it is pruned as without the check."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((6,), dtype="int32")  # no LSTM: the only loop is the chunks'
+    out = keras.layers.Dense(VOCAB, activation="softmax")(keras.layers.Embedding(VOCAB, 8)(inp))
+    model = keras.Model(inp, out)
+    evaluate, _, _ = tensorflow_statistics(False, model, predictions_read=read)
+    graph = tf.function(lambda t: evaluate(t, model(t))).get_concrete_function(
+        tf.TensorSpec((None, 6), tf.int32)).graph
+    (softmax,) = [op for op in graph.get_operations() if op.type == "Softmax"]
+    assert bool(softmax.outputs[0].consumers()) is read
+    assert any(op.type in ("While", "StatelessWhile") for op in graph.get_operations()) is not read
 
 
 @pytest.mark.skipif(not TF_BACKEND, reason="the softmax statistics are TensorFlow's")
