@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -108,6 +109,25 @@ def test_task_compiled_with_the_package_loss_passes():
     assert report.findings == [] and not report.skipped
     for c, (_, reference) in zip(batch_comparisons(report, "evaluate"), expected):
         assert c.reported == pytest.approx(reference, rel=1e-5)
+
+
+def test_task_compiled_for_xla_with_several_steps_per_execution_is_judged_step_by_step():
+    """A GPU's default XLA plus ``steps_per_execution=2``, with the task's preprocessor and a
+    weighted metric: every path compared, and each of the 4 evaluate batches (2 executions of
+    2 steps) has the figures of the test's own forward pass."""
+    task = hubtasks.gpt2_causal_lm()
+    task.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), weighted_metrics=["accuracy"], jit_compile=True, steps_per_execution=2)
+    expected = evaluate_figures(task, hubtasks.CAUSAL_TEXTS, batch_size=1)
+    report = check_masked_loss(task, hubtasks.CAUSAL_TEXTS, batch_size=1)
+    assert not report.skipped
+    evaluated = batch_comparisons(report, "evaluate")
+    assert len(evaluated) == len(expected) == 4
+    for c, (reported, reference) in zip(evaluated, expected):
+        assert c.mode == "padding-in-denominator"
+        assert c.reported == pytest.approx(reported, rel=1e-5)
+        assert c.reference == pytest.approx(reference, rel=1e-5)
+    for path in ("test_on_batch", "train_on_batch", "fit"):
+        assert_padding_in_denominator(batch_comparisons(report, path))
 
 
 SUITE = '''
