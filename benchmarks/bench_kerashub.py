@@ -14,7 +14,7 @@ both, and the audit's summary.
 The checkout is not part of this repository. Take it with the search tool's ``fetch`` (or git)
 at the commit below and pass its path:
 
-    python benchmarks/bench_kerashub.py /path/to/keras-hub [--repeat 1] [--every-language-model-task]
+    python benchmarks/bench_kerashub.py /path/to/keras-hub [--repeat 1] [--every-language-model-task] [--backend jax]
 """
 
 import argparse
@@ -50,9 +50,9 @@ def outcomes(stdout):
     return dict(reversed(m.groups()) for m in map(OUTCOME.match, stdout.splitlines()) if m)
 
 
-def run(checkout, tests, *extra):
+def run(checkout, tests, backend, *extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    env.update(TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND=backend)
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", *tests, "-k", "basics", "-q", "-rA", "-p", "no:cacheprovider", *extra],
@@ -70,13 +70,15 @@ def main():
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--every-language-model-task", action="store_true",
                         help="every causal, masked and seq2seq LM task test file, not only the three")
+    parser.add_argument("--backend", choices=("tensorflow", "jax", "torch"), default="tensorflow",
+                        help="KERAS_BACKEND of both runs")
     args = parser.parse_args()
     tests = language_model_tests(args.checkout) if args.every_language_model_task else TESTS
     plain, audited, summary, changed, errors = [], [], "", {}, collections.Counter()
     for _ in range(args.repeat):
-        seconds, plain_out = run(args.checkout, tests)
+        seconds, plain_out = run(args.checkout, tests, args.backend)
         plain.append(seconds)
-        seconds, out = run(args.checkout, tests, "--maskloss")
+        seconds, out = run(args.checkout, tests, args.backend, "--maskloss")
         audited.append(seconds)
         before, after = outcomes(plain_out), outcomes(out)
         changed.update({t: (before.get(t), after.get(t)) for t in before.keys() | after.keys()
@@ -85,7 +87,7 @@ def main():
         lines = out.splitlines()
         start = next(i for i, l in enumerate(lines) if "maskloss audit" in l)
         summary = "\n".join(lines[start:]).split("\n=", 1)[0]
-    print(f"{REPOSITORY}@{COMMIT[:12]}: {len(tests)} task test files, -k basics")
+    print(f"{REPOSITORY}@{COMMIT[:12]}: {len(tests)} task test files, -k basics, Keras on {args.backend}")
     print(f"without --maskloss: best {min(plain):.1f} s   with: best {min(audited):.1f} s   "
           f"ratio {min(audited) / min(plain):.2f}x (best of {args.repeat})")
     counts = collections.Counter(after.values())
