@@ -46,7 +46,7 @@ def language_model_tests(checkout):
 
 
 def outcomes(stdout):
-    """``{test id: outcome}`` from pytest's ``-rA`` summary (skipped tests are counted apart)."""
+    """``{test id: outcome}`` from pytest's ``-rA`` summary (its SKIPPED lines name no test id and are left out)."""
     return dict(reversed(m.groups()) for m in map(OUTCOME.match, stdout.splitlines()) if m)
 
 
@@ -95,7 +95,7 @@ def main():
     for test, (without, with_) in sorted(changed.items()):
         print(f"  CHANGED {test}: {without} without, {with_} with --maskloss")
     for error, count in errors.most_common():
-        print(f"  failing without --maskloss too ({count}): {error}")
+        print(f"  error in the run without --maskloss ({count}): {error}")
     print(summary)
     if changed:
         sys.exit(1)
